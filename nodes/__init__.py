@@ -1,0 +1,24 @@
+"""The ComfyUI glue: the only package that imports ComfyUI. Each module declares V3 nodes in a
+``NODES`` list; the extension below collects them."""
+from __future__ import annotations
+
+import importlib
+import logging
+
+from comfy_api.v0_0_2 import ComfyExtension
+
+NODE_MODULES = ()
+"""Modules of this package that define nodes; each exports ``NODES``."""
+
+
+class FineXtractExtension(ComfyExtension):
+    async def get_node_list(self):
+        nodes = []
+        for name in NODE_MODULES:
+            try:
+                module = importlib.import_module(f".{name}", __name__)
+            except ImportError as exc:  # one missing optional dependency never hides the pack
+                logging.warning("finextract: nodes of %s not loaded: %s", name, exc)
+                continue
+            nodes.extend(module.NODES)
+        return nodes
