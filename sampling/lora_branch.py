@@ -79,13 +79,18 @@ class MaskedBranches:
                 raise ValueError(f"a weight delta on a {type(module).__name__} cannot be applied as "
                                  "a branch; load the fine-tune as a full checkpoint")
         self.deltas = dict(deltas)
-        self.rows: torch.Tensor | None = None
+        self.rows: torch.Tensor | slice | None = None
         self.batch = 0
 
     @contextlib.contextmanager
     def selecting(self, rows: Sequence[int], batch: int, device):
-        """Within the block, forwards of a ``batch``-row input apply the deltas to ``rows``."""
-        self.rows = torch.tensor(list(rows), device=device, dtype=torch.long) if rows else None
+        """Within the block, forwards of a ``batch``-row input apply the deltas to ``rows``
+        (a contiguous run of rows, the usual [cond, uncond] case, is handled as a view)."""
+        rows = list(rows)
+        if rows and rows == list(range(rows[0], rows[-1] + 1)):
+            self.rows = slice(rows[0], rows[-1] + 1)
+        else:
+            self.rows = torch.tensor(rows, device=device, dtype=torch.long) if rows else None
         self.batch = batch
         try:
             yield
@@ -101,8 +106,10 @@ class MaskedBranches:
                 raise RuntimeError(f"a patched {type(module).__name__} sees batch {x.shape[0]} in a "
                                    f"{self.batch}-row forward: this architecture folds the batch, so "
                                    "the branch cannot tell rows apart; load the fine-tune as a full checkpoint")
-            x = x.index_select(0, self.rows)
-            delta = sum(d(module, x) for d in deltas)
+            if isinstance(self.rows, slice):
+                output[self.rows] += sum(d(module, x[self.rows]) for d in deltas).to(output.dtype)
+                return output
+            delta = sum(d(module, x.index_select(0, self.rows)) for d in deltas)
             return output.index_add_(0, self.rows, delta.to(output.dtype).expand(len(self.rows), *output.shape[1:]))
         return hook
 
