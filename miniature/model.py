@@ -474,6 +474,20 @@ class MiniVAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.moments(x)[0]
 
+    @torch.no_grad()
+    def fold_latent_scale(self, std: torch.Tensor | float) -> None:
+        """Make latents ``z / std`` without changing what decodes from an image: divide the mean
+        rows of quant_conv (and shift its log-variance by −2 log std), multiply post_quant_conv's
+        inputs. Why: the family's latent scale factor is 1.0 (MINI-SPEC), so the diffusion model
+        sees ~unit-std latents, and ComfyUI needs no family-specific factor. ``std``: scalar or
+        per channel (4,)."""
+        z = self.post_quant_conv.in_channels
+        std = torch.as_tensor(std, dtype=self.quant_conv.weight.dtype).expand(z)
+        self.quant_conv.weight[:z] /= std[:, None, None, None]
+        self.quant_conv.bias[:z] /= std
+        self.quant_conv.bias[z:] -= 2 * std.log()
+        self.post_quant_conv.weight *= std[None, :, None, None]
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
 
