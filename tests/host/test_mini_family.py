@@ -144,20 +144,28 @@ def test_vae_decode_and_encode_equal(both_worlds):
     _close(vae.encode(images).float(), pipe.encode(images), rel=1e-3)
 
 
-def test_other_vaes_untouched():
-    _, mini_family = _comfy()
-    sd_vae_shapes = {"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3),
-                     "decoder.conv_out.weight": torch.zeros(3, 128, 3, 3)}
-    assert not mini_family.is_mini_vae(sd_vae_shapes)
-    with pytest.raises(ValueError, match="not a mini-ldm-64 VAE"):
-        mini_family.load_mini_vae(sd_vae_shapes)
+def test_other_vaes_untouched(comfy_models):
+    """With the family registered, an SD1.5 VAE still loads with SD's own ddconfig (8×)."""
+    comfy, mini_family = _comfy()
+    import comfy.utils
+
+    sd = comfy.utils.load_torch_file(str(comfy_models.root / "checkpoints" / comfy_models.checkpoints["base"]))
+    vae_sd = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
+    assert not mini_family.is_mini_vae(vae_sd)
+    vae = comfy.sd.VAE(sd=vae_sd)
+    assert vae.downscale_ratio == vae.upscale_ratio == 8
+    assert vae.first_stage_model.decoder.conv_in.weight.shape == vae_sd["decoder.conv_in.weight"].shape
 
 
-def test_load_mini_vae_from_checkpoint_state_dict(checkpoint, both_worlds):
-    _, mini_family = _comfy()
+def test_vae_file_of_the_family_loads_alone(checkpoint, both_worlds):
+    """A VAE-only state dict of the family (what VAELoader reads) gets the family's ddconfig."""
+    comfy, _ = _comfy()
     import safetensors.torch
 
-    vae = mini_family.load_mini_vae(safetensors.torch.load_file(str(checkpoint)))
+    prefix = "first_stage_model."
+    vae_sd = {k[len(prefix):]: v for k, v in safetensors.torch.load_file(str(checkpoint)).items()
+              if k.startswith(prefix)}
+    vae = comfy.sd.VAE(sd=vae_sd)
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
     _close(vae.decode(latents).float(), both_worlds[0].decode(latents), rel=1e-3)
 
