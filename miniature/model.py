@@ -9,6 +9,8 @@ key and op for op, what ComfyUI builds for SD1.x, only narrower:
 - ``MiniVAE``         = LDM ``AutoencoderKL`` (Encoder/Decoder with the mid attention)
 
 Shapes: images 64×64×3 ↔ latents 4×16×16 (scale factor 1.0), text context 77×64.
+The ``nn.Dropout(0.0)`` entries only keep ComfyUI's Sequential indices (``out_layers.3``,
+``to_out.0``, ``ff.net.2``) so the state-dict keys line up.
 """
 from __future__ import annotations
 
