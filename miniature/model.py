@@ -544,7 +544,8 @@ class MiniPipeline:
         return self.text(tokenize(prompts).to(self.text.embeddings.token_embedding.weight.device))
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
-        """ε prediction of the UNet; ``t`` a scalar or (B,) discrete timesteps in [0, 1000)."""
+        """ε prediction of the UNet; ``t`` a scalar or (B,) discrete timesteps in [0, 1000).
+        Differentiable (caption inversion backpropagates through it): samplers wrap it in no_grad."""
         t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
         return self.unet(x_t, t, context)
 
