@@ -174,7 +174,7 @@ def from_lora(lora: dict[str, torch.Tensor], base: dict[str, torch.Tensor] | Non
     when given. Raises :class:`NoTextLayerChangeError` if the LoRA has no (nonzero) K/V layer."""
     deltas = lora_deltas(lora, strength)
     if not any(d.norm() > 0 for d in deltas.values()):
-        touched = Counter(_family(layer_name(k)) for k in lora if not k.endswith(".alpha"))
+        touched = Counter(_family(name) for name in {layer_name(k) for k in lora})
         raise _no_change(source, touched)
     names = sorted(deltas)
     before = None
