@@ -1,0 +1,1 @@
+"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print ratios measured side by side in one run."""
