@@ -1,1 +1,2 @@
-"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print ratios measured side by side in one run."""
+"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print measurements taken side
+by side in one run. Not tests."""
