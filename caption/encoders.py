@@ -93,15 +93,7 @@ class ConcatenatedEncoders:
 
 
 def clip_text_model(text_model: torch.nn.Module, bos_id: int, eos_id: int) -> SequenceEncoder:
-    """A text model in CLIP's ``text_model`` layout (``embeddings.token_embedding``,
-    ``embeddings.position_embedding``, ``encoder(x, mask)``, ``final_layer_norm``; the miniature
-    world's MiniTextEncoder) as a SequenceEncoder of its last layer, causal mask as in training."""
-    embeddings = text_model.embeddings
-
-    def run(embeds):
-        n = embeds.shape[1]
-        x = embeds + embeddings.position_embedding.weight[:n].to(embeds)
-        mask = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype).triu_(1)
-        return text_model.final_layer_norm(text_model.encoder(x, mask))
-
-    return SequenceEncoder(embeddings.token_embedding.weight, run, bos_id, eos_id)
+    """A text model with CLIP's ``embeddings.token_embedding`` and a differentiable
+    ``from_token_embeddings`` (the miniature world's MiniTextEncoder) as a SequenceEncoder."""
+    return SequenceEncoder(text_model.embeddings.token_embedding.weight, text_model.from_token_embeddings,
+                           bos_id, eos_id)
