@@ -83,3 +83,17 @@ def test_metadata_caption_from_kohya_lora(comfy, comfy_models):
     assert source.startswith("caption from: training metadata")
     assert "N0 is their sum" in source and "{'5_mau cat': 5}" in source and "[from ss_tag_frequency]" in source
     assert len(ranked.splitlines()) == 20  # the weights were ranked too, as a cross-check
+
+
+def test_pez_stops_on_interrupt(comfy, comfy_models):
+    """A 100 000-iteration PEZ run stops on /interrupt with ComfyUI's own interruption (the node
+    checks it every iteration), not an error of ours."""
+    import time
+
+    prompt_id = comfy.submit(graph(comfy_models, method="pez", iterations=100000, loras=[comfy_models.loras["peft"]]))
+    deadline = time.monotonic() + 120
+    while not comfy.get_json("/queue")["queue_running"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)
+    comfy.interrupt()
+    assert comfy.error_of(comfy.wait(prompt_id, timeout=120)) == "interrupted"
