@@ -172,8 +172,9 @@ def comfy_worker(folder: str, pair: str, method: str, images: int, steps: int, r
 
 # --- the run ----------------------------------------------------------------------------------
 
-def spawn(python: str, env: dict, *worker_args) -> dict:
-    cmd = [python, "-m", "finextract.bench.guidance_cost", "--worker", *map(str, worker_args)]
+def spawn(python: str, env: dict, threads: int, *worker_args) -> dict:
+    cmd = [python, "-m", "finextract.bench.guidance_cost", "--threads", str(threads),
+           "--worker", *map(str, worker_args)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {worker_args} failed:\n{proc.stderr[-3000:]}")
@@ -203,11 +204,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="image size (ComfyUI models), px")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (fastest kept)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per worker (default 1: on a shared machine, more "
+                             "threads make every small kernel wait for descheduled workers, which "
+                             "measures the neighbours rather than the method)")
     parser.add_argument("--full", action="store_true", help="also the full-size SD1.5 UNet (needs ~12 GB RAM)")
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
+        torch.set_num_threads(args.threads)
         kind, *rest = args.worker
         if kind == "tiny":
             result = tiny_worker(rest[0], rest[1], *map(int, rest[2:]))
@@ -216,12 +222,12 @@ def main(argv=None):
         print(json.dumps(result))
         return
     print(f"FineXtract vs CFG, {args.images} images x {args.steps} steps, each row a fresh process "
-          f"(CPU, torch {torch.__version__}, {torch.get_num_threads()} threads)")
+          f"(CPU, torch {torch.__version__}, {args.threads} thread(s) per worker)")
     with tempfile.TemporaryDirectory() as tmp:
         env = package_env(tmp)
         if not args.skip_tiny:
             for pair, methods in (("lora", ("cfg", "finextract")), ("full", ("cfg", "finextract"))):
-                rows = {m: spawn(sys.executable, env, "tiny", pair, m, args.images, args.steps, args.repeats) for m in methods}
+                rows = {m: spawn(sys.executable, env, args.threads, "tiny", pair, m, args.images, args.steps, args.repeats) for m in methods}
                 report("tiny", pair, rows, args.images)
         comfyui = os.environ.get("COMFYUI_PATH")
         if not comfyui:
@@ -232,7 +238,7 @@ def main(argv=None):
         for model, full in (("comfy-small", False), ("comfy-sd15", True))[: 2 if args.full else 1]:
             folder = model_folder(comfyui, python, full=full)
             for pair in ("lora", "full"):
-                rows = {m: spawn(python, env, "comfy", folder, pair, m, args.images, args.steps,
+                rows = {m: spawn(python, env, args.threads, "comfy", folder, pair, m, args.images, args.steps,
                                    args.repeats, args.size)
                         for m in ("cfg", "finextract")}
                 report(model, pair, rows, args.images)
