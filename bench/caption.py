@@ -4,7 +4,7 @@
   sizes: 12 layers, width 768, 49 408 tokens; random weights, which cost the same as real ones) and
   SD1.5's 16 cross-attention blocks (32 K/V layers). Prints: ranking time over the whole vocabulary
   (Eq. 17, Eq. 19), the contextual vocabulary's cost, and PEZ iterations/s for both update rules
-  and L = 3 / 7, with the causal shortcut (BOS + prompt + EOS) side by side with the padded
+  and L = 3 / 7, with the causal shortcut (BOS + prompt) side by side with the padded
   77-token run it replaces.
 * ``world`` — the miniature world's real fine-tunes (``miniature/weights``: the base, and per
   concept set a LoRA and/or a full fine-tune): where each set's trigger token lands in the Eq. 17/19

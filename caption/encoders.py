@@ -7,7 +7,7 @@ the UNet's cross-attention reads at those L positions [B, L, N]. It adds BOS, EO
 * :class:`SequenceEncoder` wraps one CLIP-like encoder (SD1.x's CLIP-L, the miniature world's
   MiniTextEncoder): ``run`` takes whole-sequence input embeddings [B, T, D] and returns the hidden
   states the UNet is conditioned on [B, T, N] (the host picks the layer: last, or penultimate for
-  clip-skip/SDXL). ``length=None`` runs only BOS + prompt + EOS: for a causal encoder (CLIP) the rows
+  clip-skip/SDXL). ``length=None`` runs only BOS + prompt: for a causal encoder (CLIP) the rows
   at the prompt positions do not depend on later positions, so this equals the 77-token run and is
   many times cheaper; pass the host's padded length for a non-causal encoder.
 * :class:`ConcatenatedEncoders` is SDXL: two encoders read the same token ids (CLIP-L and OpenCLIP-G
@@ -60,9 +60,9 @@ class SequenceEncoder:
         b, n = prompt_embeds.shape[:2]
         if self.length is not None and n + 2 > self.length:
             raise ValueError(f"prompt of {n} tokens does not fit the encoder's {self.length} positions")
-        pads = 0 if self.length is None else self.length - n - 2
+        tail = [] if self.length is None else [self.eos_id] + [self.pad_id] * (self.length - n - 2)
         table = self.token_embedding.to(prompt_embeds.dtype)
-        ids = torch.tensor([self.eos_id] + [self.pad_id] * pads, dtype=torch.long)
+        ids = torch.tensor(tail, dtype=torch.long)
         seq = torch.cat([table[self.bos_id].expand(b, 1, -1), prompt_embeds,
                          table[ids].expand(b, -1, -1)], dim=1)
         return self.run(seq)[:, 1:1 + n]

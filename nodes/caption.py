@@ -70,7 +70,7 @@ def _text_models(clip):
 
 
 def _sequence_encoder(sd_clip, tokenizer) -> SequenceEncoder:
-    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt + EOS).
+    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt).
 
     The layers are run here, out of place, because ComfyUI's CLIPLayer adds its residuals in place,
     which autograd cannot differentiate through; same modules, same order, same result."""
