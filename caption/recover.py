@@ -36,6 +36,7 @@ class CaptionRequest:
     optimiser: str = "pgd"
     lr: float | None = None
     vocabulary: str = "raw"
+    rows: str = "sequence"
     top_k: int = 20
 
 
@@ -115,11 +116,11 @@ def recover_caption(request: CaptionRequest, *, layers: Callable[[], TextReading
     else:
         started = time.perf_counter()
         best = pez.hard_prompt(encoder, objective, request.length, request.iterations, request.lr,
-                               request.optimiser, request.seed, allowed, progress, check_interrupt)
+                               request.optimiser, request.seed, allowed, request.rows, progress, check_interrupt)
         elapsed = time.perf_counter() - started
         result.caption = decode(best.token_ids)
         notes.insert(0, f"caption from: hard-prompt extraction (Algorithm 1, {request.optimiser}, "
-                        f"{objective.equation}), F = {best.score:.6g} at iteration {best.iteration}")
+                        f"{objective.equation} over {request.rows} rows), F = {best.score:.6g} at iteration {best.iteration}")
         notes.append(f"PEZ: {request.iterations} iterations in {elapsed:.1f} s "
                      f"({request.iterations / max(elapsed, 1e-9):.1f} it/s)")
     return result

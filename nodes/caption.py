@@ -27,7 +27,7 @@ from comfy_api.v0_0_2 import io
 
 from . import schema
 from ..caption.encoders import ConcatenatedEncoders, SequenceEncoder
-from ..caption.pez import OPTIMISERS
+from ..caption.pez import OPTIMISERS, ROWS
 from ..caption.ranking import OBJECTIVES
 from ..caption.recover import METHODS, VOCABULARIES, CaptionRequest, recover_caption
 from ..caption.weight_delta import TEXT_READING, from_state_dicts
@@ -70,7 +70,7 @@ def _text_models(clip):
 
 
 def _sequence_encoder(sd_clip, tokenizer) -> SequenceEncoder:
-    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt + EOS).
+    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt).
 
     The layers are run here, out of place, because ComfyUI's CLIPLayer adds its residuals in place,
     which autograd cannot differentiate through; same modules, same order, same result."""
@@ -166,6 +166,8 @@ class FineXtractCaptionInverter(io.ComfyNode):
                 io.Float.Input("lr", default=0.1, min=0.0, max=10.0, step=0.01, tooltip="PEZ step size / learning rate (PEZ: 0.1)."),
                 io.Combo.Input("vocabulary", options=list(VOCABULARIES), default="raw",
                                tooltip="Embeddings ranked: raw = the CLIP's input token table (seconds, an approximation); contextual = each token's encoder output as the cross-attention sees it (exact per the paper; minutes for CLIP-L on CPU)."),
+                io.Combo.Input("rows", options=list(ROWS), default="sequence",
+                               tooltip="Context rows PEZ scores: sequence = all 77 rows of E(c) as the cross-attention reads them (paper); prompt = the prompt's own rows only (about 3x faster on CLIP-L)."),
                 io.Combo.Input("metadata_file", options=files, default=NONE, optional=True,
                                tooltip="Fine-tune file whose training metadata to read, if the models did not come from FineXtractDualModelLoader."),
             ],
@@ -178,8 +180,8 @@ class FineXtractCaptionInverter(io.ComfyNode):
 
     @classmethod
     def execute(cls, base_model, finetuned_model, clip, method, length, iterations, seed, objective,
-                optimiser, lr, vocabulary, metadata_file=NONE) -> io.NodeOutput:
-        request = CaptionRequest(method, length, iterations, seed, objective, optimiser, lr, vocabulary)
+                optimiser, lr, vocabulary, rows, metadata_file=NONE) -> io.NodeOutput:
+        request = CaptionRequest(method, length, iterations, seed, objective, optimiser, lr, vocabulary, rows=rows)
         encoder, tokenizer = prompt_encoder(clip)
         specials = {tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token} - {None}
         allowed = torch.tensor([i for i in range(encoder.token_embedding.shape[0]) if i not in specials])

@@ -4,8 +4,13 @@ world's MiniTextEncoder is merged; it is built the same way: a causal CLIP-like 
 ``caption_world`` holds a random causal text encoder over a 2,000-token vocabulary, a stack of
 cross-attention K/V layers reading its output, and a copy of those layers fine-tuned with Adam for a
 few steps on prompts that carry a planted caption (DreamBooth's setting: the same caption for every
-image, BOS/EOS included as the UNet sees them). Nothing in it knows the planted tokens except the
+image; BOS + caption + EOS, *no padding rows*). Nothing in it knows the planted tokens except the
 training loss.
+
+No padding rows on purpose: these tests check that the maths recovers a direction planted in the
+K/V row space. With SD-style padding (13 of 16 rows EOS/pad) the padding rows dominate Δβ's row
+space and neither Eq. 17/19 nor PEZ surfaces the planted token in this world (measured; see the
+caption bench and the report) — a limitation of the method the tests must not hide.
 """
 from __future__ import annotations
 
@@ -102,7 +107,7 @@ def build_world(planted, seed=0):
     with torch.no_grad():
         context = text.context([BOS] + planted + [EOS])[0]
     tuned = fine_tune(base, context, seed=seed)
-    encoder = SequenceEncoder(text.token_embedding.weight, text.run, BOS, EOS)
+    encoder = SequenceEncoder(text.token_embedding.weight, text.run, BOS, EOS, context_length=16)
     return CaptionWorld(text, encoder, base, planted, tuned)
 
 
