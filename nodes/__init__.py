@@ -23,6 +23,15 @@ def schema(**fields) -> io.Schema:
 
 class FineXtractExtension(ComfyExtension):
     async def get_node_list(self):
+        # ComfyUI (0.8) calls this once at startup, right after comfy_entrypoint() and before any
+        # prompt runs (it never calls ``on_load``): the moment to teach it the miniature family,
+        # so stock loaders (CheckpointLoaderSimple, ...) and ours read its checkpoints.
+        try:
+            from .mini_family import register
+
+            register()
+        except (ImportError, AttributeError) as exc:  # a ComfyUI whose internals moved: SD models still work
+            logging.warning("finextract: miniature model family not registered: %s", exc)
         nodes = []
         for name in NODE_MODULES:
             try:
