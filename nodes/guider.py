@@ -67,10 +67,16 @@ class ModelGuidanceGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive, "negative": negative})
 
     def outer_sample(self, *args, **kwargs):
-        if self.branch is None:
-            return super().outer_sample(*args, **kwargs)
-        with self.branch.installed(self.model_patcher.model):
-            return super().outer_sample(*args, **kwargs)
+        if self.branch is not None:
+            with self.branch.installed(self.model_patcher.model):
+                return super().outer_sample(*args, **kwargs)
+        if self.base is not None:  # the second UNet runs too: give it its patcher state
+            self.base.pre_run()
+            try:
+                return super().outer_sample(*args, **kwargs)
+            finally:
+                self.base.cleanup()
+        return super().outer_sample(*args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         positive, negative = self.conds.get("positive"), self.conds.get("negative")

@@ -58,6 +58,15 @@ def latents(comfy, outputs) -> torch.Tensor:
     return load(comfy.view(item))["latent_tensor"].float()
 
 
+def same(a, b) -> bool:
+    """Equal up to float reordering between batch sizes (random-weight latents reach ~1e2)."""
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
+def differ(a, b) -> bool:
+    return (a - b).abs().max() > 1e-2 * float(b.abs().max())
+
+
 def test_nodes_are_listed_with_tooltips(comfy, comfy_models):
     info = comfy.object_info()
     for node in ("FineXtractDualModelLoader", "FineXtractGuider", "FineXtractModelGuidanceSampler"):
@@ -118,7 +127,7 @@ def test_three_methods_through_the_all_in_one_sampler(comfy, comfy_models, pair)
     assert out["finextract"].shape == (2, 4, SIZE // 8, SIZE // 8)
     assert torch.isfinite(out["finextract"]).all()
     for a, b in (("finextract", "cfg"), ("finextract", "direct"), ("cfg", "direct")):
-        assert not torch.allclose(out[a], out[b], atol=1e-3), (a, b)
+        assert differ(out[a], out[b]), (a, b)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
@@ -126,8 +135,8 @@ def test_image_i_alone_equals_image_i_of_a_batch(comfy, comfy_models, sampler):
     graph = loader(comfy_models, loras=[(comfy_models.loras["kohya"], 1.0)])
     batch = latents(comfy, comfy.run(all_in_one(graph, "finextract", count=3, batch_size=3, sampler=sampler)))
     alone = latents(comfy, comfy.run(all_in_one(graph, "finextract", count=1, start=2, batch_size=1, sampler=sampler)))
-    assert torch.allclose(batch[2], alone[0], atol=1e-4)
-    assert not torch.allclose(batch[1], batch[2], atol=1e-3)
+    assert same(batch[2], alone[0])
+    assert differ(batch[1], batch[2])
 
 
 def test_lora_branch_is_the_fine_tuned_model(comfy, comfy_models):
@@ -136,9 +145,9 @@ def test_lora_branch_is_the_fine_tuned_model(comfy, comfy_models):
     graph = loader(comfy_models, loras=[(comfy_models.loras["peft"], 1.0)])
     via_branch = latents(comfy, comfy.run(all_in_one(graph, "finextract", w=1.0, k=0.0)))
     merged = latents(comfy, comfy.run(all_in_one(graph, "direct")))
-    assert torch.allclose(via_branch, merged, atol=1e-3)
+    assert same(via_branch, merged)
     base_only = latents(comfy, comfy.run(all_in_one(graph, "finextract", w=0.0, k=0.0)))
-    assert not torch.allclose(base_only, merged, atol=1e-3)
+    assert differ(base_only, merged)
 
 
 @pytest.mark.parametrize("pair", ["lora", "full"])
@@ -148,4 +157,4 @@ def test_guider_with_sampler_custom_advanced(comfy, comfy_models, pair):
     out = {m: latents(comfy, comfy.run(with_guider(graph, m))) for m in ("finextract", "cfg", "direct")}
     assert out["cfg"].shape == (2, 4, SIZE // 8, SIZE // 8)
     for a, b in (("finextract", "cfg"), ("finextract", "direct"), ("cfg", "direct")):
-        assert not torch.allclose(out[a], out[b], atol=1e-3), (a, b)
+        assert differ(out[a], out[b]), (a, b)
