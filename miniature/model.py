@@ -287,13 +287,12 @@ class CLIPLayer(nn.Module):
 
 
 class CLIPEmbeddings(nn.Module):
+    """Holder of the token and (learned) position tables; MiniTextEncoder adds them."""
+
     def __init__(self, vocab_size: int, dim: int, positions: int):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, dim)
         self.position_embedding = nn.Embedding(positions, dim)
-
-    def forward(self, ids):
-        return self.token_embedding(ids) + self.position_embedding.weight[:ids.shape[1]]
 
 
 class CLIPEncoder(nn.Module):
@@ -318,8 +317,14 @@ class MiniTextEncoder(nn.Module):
         self.final_layer_norm = nn.LayerNorm(hidden_size)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.embeddings(ids)
-        n = ids.shape[1]
+        return self.from_token_embeddings(self.embeddings.token_embedding(ids))
+
+    def from_token_embeddings(self, embeds: torch.Tensor) -> torch.Tensor:
+        """(B,T,hidden) token embeddings → context (B,T,hidden): ``forward`` after the table lookup,
+        for continuous prompts (PEZ's projected embeddings, textual inversion), differentiable.
+        ComfyUI's CLIPTextModel does the same with ``embeds=``."""
+        n = embeds.shape[1]
+        x = embeds + self.embeddings.position_embedding.weight[:n]
         causal = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype, device=x.device).triu_(1)
         return self.final_layer_norm(self.encoder(x, causal))
 
@@ -468,6 +473,20 @@ class MiniVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.moments(x)[0]
+
+    @torch.no_grad()
+    def fold_latent_scale(self, std: torch.Tensor | float) -> None:
+        """Make latents ``z / std`` without changing what decodes from an image: divide the mean
+        rows of quant_conv (and shift its log-variance by −2 log std), multiply post_quant_conv's
+        inputs. Why: the family's latent scale factor is 1.0 (MINI-SPEC), so the diffusion model
+        sees ~unit-std latents, and ComfyUI needs no family-specific factor. ``std``: scalar or
+        per channel (4,)."""
+        z = self.post_quant_conv.in_channels
+        std = torch.as_tensor(std, dtype=self.quant_conv.weight.dtype).expand(z)
+        self.quant_conv.weight[:z] /= std[:, None, None, None]
+        self.quant_conv.bias[:z] /= std
+        self.quant_conv.bias[z:] -= 2 * std.log()
+        self.post_quant_conv.weight *= std[None, :, None, None]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))

@@ -184,3 +184,18 @@ def test_stock_graph_samples_over_http(comfy, tmp_path):
     images = [Image.open(io.BytesIO(comfy.view(item))) for item in outputs["7"]["images"]]
     assert [im.size for im in images] == [(64, 64), (64, 64)]
     assert np.asarray(images[0]).std() > 0
+
+
+def test_kohya_lora_names_map_onto_the_unet(both_worlds):
+    """ComfyUI's LoRA loader finds every attention projection of this UNet under the kohya names
+    (``lora_unet_<path with _>``) the family's LoRA files use."""
+    comfy, _ = _comfy()
+    import comfy.lora
+
+    pipe, model, _, _ = both_worlds
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    names = [k[:-len(".weight")] for k in pipe.unet.state_dict()
+             if ".attn" in k and k.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"))]
+    assert len(names) == 4 * 2 * 4  # 4 transformers (ds=2 ×3, middle) × attn1/attn2 × q/k/v/out
+    for name in names:
+        assert key_map["lora_unet_" + name.replace(".", "_")] == f"diffusion_model.{name}.weight"
