@@ -1,0 +1,190 @@
+"""FineXtractCaptionInverter: recover the training caption from the checkpoint pair (Appendix A).
+
+Adapters from ComfyUI objects to :mod:`..caption`'s plain inputs:
+
+* the cross-attention K/V weights of a MODEL *as sampled*, i.e. with its patches (a LoRA applied by
+  the loader or a LoraLoader) merged by ComfyUI's own ``calculate_weight``, so every LoRA format
+  ComfyUI reads works here;
+* the CLIP as a :class:`..caption.encoders.PromptEncoder`: a float32 copy of each text model (the
+  loaded weights are inference-mode tensors, which autograd may not save), run with the layer the
+  CLIP is set to (clip-skip / SDXL's penultimate layer). SDXL: CLIP-L then CLIP-G, outputs
+  concatenated as SDXL's cross-attention reads them (768 ‖ 1280 = 2048);
+* file names for the metadata: from the provenance FineXtractDualModelLoader attaches
+  (``model_options["finextract"]``), plus an optional file picked here.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+import comfy.lora
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy.ldm.modules.attention import optimized_attention_for_device
+from comfy_api.v0_0_2 import io
+
+from . import schema
+from ..caption.encoders import ConcatenatedEncoders, SequenceEncoder
+from ..caption.pez import OPTIMISERS
+from ..caption.ranking import OBJECTIVES
+from ..caption.recover import METHODS, VOCABULARIES, CaptionRequest, recover_caption
+from ..caption.weight_delta import TEXT_READING, from_state_dicts
+
+NONE = "none"
+
+
+def _kv_weights(model) -> dict[str, torch.Tensor]:
+    """Cross-attention K/V weights of a ModelPatcher with its patches merged, float32."""
+    out = {}
+    for key, entries in model.get_key_patches("diffusion_model.").items():
+        if not (TEXT_READING.search(key) and key.endswith(".weight")):
+            continue
+        weight, convert = entries[0]
+        weight = convert(weight.detach().to("cpu", torch.float32).clone(), inplace=False)
+        if len(entries) > 1:
+            weight = comfy.lora.calculate_weight(entries[1:], weight, key, intermediate_dtype=torch.float32)
+        out[key] = weight
+    return out
+
+
+def _text_models(clip):
+    """(SDClipModel, SDTokenizer) pairs of a CLIP: one for SD1.x/SD2, CLIP-L then CLIP-G for SDXL."""
+    model, tokenizer = clip.cond_stage_model, clip.tokenizer
+    if hasattr(model, "clip_l") and hasattr(model, "clip_g"):
+        return [(model.clip_l, tokenizer.clip_l), (model.clip_g, tokenizer.clip_g)]
+    if isinstance(getattr(model, "clip", None), str) and isinstance(getattr(tokenizer, "clip", None), str):
+        return [(getattr(model, model.clip), getattr(tokenizer, tokenizer.clip))]
+    raise ValueError(f"caption inversion supports CLIP text encoders (SD1.x, SD2, SDXL); this CLIP "
+                     f"holds {type(model).__name__}")
+
+
+def _sequence_encoder(sd_clip, tokenizer) -> SequenceEncoder:
+    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt + EOS).
+
+    The layers are run here, out of place, because ComfyUI's CLIPLayer adds its residuals in place,
+    which autograd cannot differentiate through; same modules, same order, same result."""
+    text_model = copy.deepcopy(sd_clip.transformer.text_model).to("cpu", torch.float32)
+    text_model.requires_grad_(False)
+    layers = text_model.encoder.layers
+    last = sd_clip.layer == "last"
+    stop = len(layers) if last else sd_clip.layer_idx % len(layers) + 1
+    normed = last or sd_clip.layer_norm_hidden_state
+
+    def run(embeds):
+        n = embeds.shape[1]
+        x = embeds + text_model.embeddings.position_embedding.weight[:n].to(embeds)
+        mask = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype).triu_(1)
+        attention = optimized_attention_for_device(x.device, mask=True, small_input=True)
+        for layer in layers[:stop]:
+            x = x + layer.self_attn(layer.layer_norm1(x), mask, attention)
+            x = x + layer.mlp(layer.layer_norm2(x))
+        return text_model.final_layer_norm(x) if normed else x
+
+    return SequenceEncoder(text_model.embeddings.token_embedding.weight, run,
+                           tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token)
+
+
+def prompt_encoder(clip):
+    """The CLIP as a PromptEncoder, with the layer the CLIP is set to, and its tokenizer."""
+    clip.load_model()
+    clip.cond_stage_model.reset_clip_options()
+    if clip.layer_idx is not None:
+        clip.cond_stage_model.set_clip_options({"layer": clip.layer_idx})
+    try:
+        with torch.inference_mode(False):
+            parts = [(_sequence_encoder(m, t), t) for m, t in _text_models(clip)]
+    finally:
+        clip.cond_stage_model.reset_clip_options()
+    encoders = [e for e, _ in parts]
+    return (encoders[0] if len(encoders) == 1 else ConcatenatedEncoders(encoders)), parts[0][1]
+
+
+def _decoder(tokenizer):
+    inverse = tokenizer.inv_vocab
+
+    def decode(ids):
+        return "".join(inverse.get(i, "") for i in ids).replace("</w>", " ").strip()
+
+    return decode
+
+
+def _metadata_files(models, picked: str) -> list[str]:
+    """Full paths of the fine-tune's files, from the loader's provenance and the picked file."""
+    names = []
+    for model in models:
+        record = model.model_options.get("finextract", {}).get("finetune", {})
+        if record.get("kind") == "checkpoint":
+            names.append(("checkpoints", record["file"]))
+        names += [("loras", lora["file"]) for lora in record.get("loras", [])]
+    if picked != NONE:
+        folder, name = picked.split("/", 1)
+        names.append((folder, name))
+    paths = [folder_paths.get_full_path(folder, name) for folder, name in dict.fromkeys(names)]
+    return [p for p in paths if p]
+
+
+class FineXtractCaptionInverter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        files = [NONE] + [f"loras/{n}" for n in folder_paths.get_filename_list("loras")] + \
+            [f"checkpoints/{n}" for n in folder_paths.get_filename_list("checkpoints")]
+        return schema(
+            node_id="FineXtractCaptionInverter", display_name="FineXtract Caption Inverter",
+            category="finextract",
+            description=("Recovers the training caption of a fine-tune, strongest source first: the "
+                         "file's training metadata (kohya ss_tag_frequency, modelspec), the weight "
+                         "change of the cross-attention key/value layers ranked over the vocabulary "
+                         "(paper Eq. 17/19), or hard-prompt extraction through the text encoder "
+                         "(Algorithm 1). Says which source produced the caption, and refuses pairs "
+                         "whose text-reading layers did not change."),
+            search_aliases=["caption inverter", "recover caption", "trigger word", "prompt extraction",
+                            "pez", "caption extraction"],
+            inputs=[
+                io.Model.Input("base_model", tooltip="The pretrained model (β⁻ of Appendix A)."),
+                io.Model.Input("finetuned_model", tooltip="The fine-tuned model, LoRAs applied (β⁺)."),
+                io.Clip.Input("clip", tooltip="The text encoder the fine-tune is conditioned with; its tokenizer's vocabulary is searched."),
+                io.Combo.Input("method", options=list(METHODS), default="auto",
+                               tooltip="auto: metadata if it holds a caption, else PEZ. metadata / ranking (top-L tokens of Eq. 17/19) / pez (Algorithm 1)."),
+                io.Int.Input("length", default=3, min=1, max=75, tooltip="L: at most this many tokens (paper: 3 and 7)."),
+                io.Int.Input("iterations", default=1000, min=0, max=100000, tooltip="PEZ iterations (paper: 1000)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of PEZ's random starting prompt."),
+                io.Combo.Input("objective", options=list(OBJECTIVES), default="eq19",
+                               tooltip="eq19: PCA of stacked weights before/after, then the difference (multi-word captions, the paper's PEZ target). eq17: norm of the weight change (single-token captions)."),
+                io.Combo.Input("optimiser", options=list(OPTIMISERS), default="pgd",
+                               tooltip="pgd: the paper's L2-PGD (normalised gradient steps). adamw: PEZ as published (AdamW, lr 0.1)."),
+                io.Float.Input("lr", default=0.1, min=0.0, max=10.0, step=0.01, tooltip="PEZ step size / learning rate (PEZ: 0.1)."),
+                io.Combo.Input("vocabulary", options=list(VOCABULARIES), default="raw",
+                               tooltip="Embeddings ranked: raw = the CLIP's input token table (seconds, an approximation); contextual = each token's encoder output as the cross-attention sees it (exact per the paper; minutes for CLIP-L on CPU)."),
+                io.Combo.Input("metadata_file", options=files, default=NONE, optional=True,
+                               tooltip="Fine-tune file whose training metadata to read, if the models did not come from FineXtractDualModelLoader."),
+            ],
+            outputs=[
+                io.String.Output("caption", tooltip="The recovered caption: wire it into the sampling graph's text encoder."),
+                io.String.Output("ranked_tokens", tooltip="Tokens ranked by the weight-space score (or metadata tag counts), one 'token<TAB>score' per line."),
+                io.String.Output("source", tooltip="Which source produced the caption, the evidence with its origin, layers changed, timings."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, base_model, finetuned_model, clip, method, length, iterations, seed, objective,
+                optimiser, lr, vocabulary, metadata_file=NONE) -> io.NodeOutput:
+        request = CaptionRequest(method, length, iterations, seed, objective, optimiser, lr, vocabulary)
+        encoder, tokenizer = prompt_encoder(clip)
+        specials = {tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token} - {None}
+        allowed = torch.tensor([i for i in range(encoder.token_embedding.shape[0]) if i not in specials])
+        bar = comfy.utils.ProgressBar(max(iterations, 1))
+        with torch.inference_mode(False):
+            result = recover_caption(
+                request,
+                layers=lambda: from_state_dicts(_kv_weights(base_model), _kv_weights(finetuned_model),
+                                                "base/fine-tuned MODEL pair"),
+                encoder=encoder, decode=_decoder(tokenizer), allowed=allowed,
+                metadata_files=_metadata_files((finetuned_model, base_model), metadata_file),
+                progress=lambda done, total: bar.update_absolute(done, total),
+                check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        return io.NodeOutput(result.caption, result.ranked_text(), "\n".join(result.source))
+
+
+NODES = [FineXtractCaptionInverter]
