@@ -44,7 +44,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
-PORTS = range(8190, 8200)
+PORTS = range(int(os.environ.get("FINEXTRACT_HOST_PORT", "8190")), int(os.environ.get("FINEXTRACT_HOST_PORT", "8190")) + 10)
 STARTUP_TIMEOUT_S = float(os.environ.get("FINEXTRACT_HOST_STARTUP_S", "240"))
 
 

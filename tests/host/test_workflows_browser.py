@@ -64,7 +64,7 @@ def test_workflow_loads_on_the_canvas(page, name):
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     page.wait_for_timeout(1500)
     dialogs = page.evaluate("Array.from(document.querySelectorAll('.p-dialog')).map(d => d.innerText)")
-    assert not dialogs, f"dialog after loading {name}: {dialogs}"
+    assert not dialogs, f"dialog after loading {name}: {dialogs}\n{page.events}"
     loaded = page.evaluate("""() => window.app.graph.nodes.map(n => ({id: n.id, type: n.type,
         registered: !!LiteGraph.registered_node_types[n.type]}))""")
     assert sorted(n["id"] for n in loaded) == sorted(n["id"] for n in workflow["nodes"])
@@ -79,7 +79,8 @@ def test_workflow_loads_on_the_canvas(page, name):
         const nodes = window.app.graph.nodes;
         const x0 = Math.min(...nodes.map(n => n.pos[0])), y0 = Math.min(...nodes.map(n => n.pos[1] - 30));
         const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
-        window.app.canvas.ds.fitToBounds([x0, y0, x1 - x0, y1 - y0], {zoom: 0.95});
+        const pad = 0.06 * Math.max(x1 - x0, y1 - y0);  // clear of the side bar and top menu
+        window.app.canvas.ds.fitToBounds([x0 - 2 * pad, y0 - pad, x1 - x0 + 3 * pad, y1 - y0 + 2 * pad], {zoom: 0.9});
         window.app.canvas.setDirty(true, true);
     }""")
     page.wait_for_timeout(800)
