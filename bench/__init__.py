@@ -1,2 +1,1 @@
-"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print measurements taken side
-by side in one run. Not tests."""
+"""Benchmarks: commands that print ratios measured side by side in one run (not timed tests)."""

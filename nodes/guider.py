@@ -8,7 +8,7 @@ and combines the x0 predictions with :func:`..sampling.guided_denoised` (eps-spa
 How the two models are evaluated (the cost question):
 - base + LoRA pair (the fine-tuned MODEL is the base MODEL plus weight patches): ONE batched
   forward of the base weights per step, the LoRA applied as a masked side branch to the caption rows
-  only (:mod:`.lora_branch`): CFG's cost, no second copy of the weights, no re-patching;
+  only (:mod:`..sampling.lora_branch`): CFG's cost, no second copy of the weights, no re-patching;
 - two full checkpoints: both UNets are loaded (ComfyUI's additional models) and each is run on its
   half of the batch; that holds two UNets, inherently.
 """
@@ -23,7 +23,7 @@ from comfy_api.v0_0_2 import io
 
 from . import schema
 from ..sampling import METHODS, guided_denoised
-from .lora_branch import MaskedLoraBranch, extra_patches
+from .lora_branch import FineTuneBranch, extra_patches
 
 W_TOOLTIP = ("w': guidance scale (paper default 3.0 for a full fine-tune; 5.0 is the paper's "
              "default for LoRA fine-tunes)")
@@ -53,7 +53,7 @@ class ModelGuidanceGuider(comfy.samplers.CFGGuider):
                 raise ValueError("the fine-tuned model is the base model itself: model guidance "
                                  "between identical models extracts nothing")
             main = base.clone()
-            self.branch = MaskedLoraBranch(patches, ft_flag=0)
+            self.branch = FineTuneBranch(patches, ft_flag=0)
             main.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "finextract",
                                       self.branch.route)
         else:

@@ -3,11 +3,12 @@
 Fixtures (all session-scoped, all skip with a reason when ``COMFYUI_PATH`` is unset):
 
 - ``comfy_models``: a folder of model files built with ComfyUI's own classes by
-  ``build_models.py`` (random weights, SD1.5 architecture; see its docstring). Cached between
-  sessions under ``$FINEXTRACT_TEST_CACHE`` (default ``~/.cache/finextract-host-tests``), keyed by
-  the builder's source, so it is built once (~40 s). Attributes: ``root``, ``checkpoints`` (role →
-  file name: ``base``, ``finetuned``, ``other_family``, ``corrupt``), ``loras`` (format → file name:
-  ``kohya``, ``diffusers``, ``peft``, ``nomatch``).
+  ``bench/sd15_models.py`` (random weights, SD1.5 architecture; see its docstring). Cached between
+  sessions (:mod:`finextract.bench.model_cache`), so it is built once (~40 s). Attributes:
+  ``root``, ``checkpoints`` (role → file name: ``base``, ``finetuned``, ``other_family``,
+  ``corrupt``), ``families`` (role → ComfyUI model class), ``loras`` (format → file name:
+  ``kohya``, ``diffusers``, ``peft``, ``nomatch``: 4 layers each; ``attention``: every
+  transformer linear layer, rank 16).
 - ``comfy``: a :class:`ComfyClient` bound to a ComfyUI started with
   ``$COMFYUI_PYTHON main.py --cpu --listen 127.0.0.1 --port <free 8190-8199> --base-directory <tmp>``
   and ``--extra-model-paths-config`` pointing ``checkpoints``/``loras`` at ``comfy_models``. The
@@ -25,15 +26,12 @@ Usage in a test::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -42,9 +40,11 @@ import uuid
 
 import pytest
 
+from finextract.bench import model_cache
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HERE = pathlib.Path(__file__).resolve().parent
 PORTS = range(int(os.environ.get("FINEXTRACT_HOST_PORT", "8190")), int(os.environ.get("FINEXTRACT_HOST_PORT", "8190")) + 10)
+"""Ports tried for ComfyUI; set FINEXTRACT_HOST_PORT when several test sessions share a machine."""
 STARTUP_TIMEOUT_S = float(os.environ.get("FINEXTRACT_HOST_STARTUP_S", "240"))
 
 
@@ -182,33 +182,10 @@ class ComfyClient:
         self._request("/interrupt", {})
 
 
-def _builder_key(full: bool) -> str:
-    digest = hashlib.sha256((HERE / "build_models.py").read_bytes()).hexdigest()[:16]
-    return f"{digest}-{'full' if full else 'small'}"
-
-
-def build_model_folder(comfyui: pathlib.Path, full: bool = False) -> pathlib.Path:
-    """Build (or reuse from the cache) the test model folder; returns its path."""
-    cache = pathlib.Path(os.environ.get("FINEXTRACT_TEST_CACHE",
-                                        pathlib.Path.home() / ".cache" / "finextract-host-tests"))
-    folder = cache / _builder_key(full)
-    if (folder / "manifest.json").is_file():
-        return folder
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="build-", dir=cache if cache.exists() else None))
-    cmd = [_python(), str(HERE / "build_models.py"), str(tmp)] + (["--full"] if full else [])
-    proc = subprocess.run(cmd, cwd=comfyui, capture_output=True, text=True)
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.fail(f"building test models failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(folder)
-    return folder
-
-
 class ModelFolder:
     def __init__(self, root: pathlib.Path):
         self.root = root
-        manifest = json.loads((root / "manifest.json").read_text())
+        manifest = model_cache.manifest(root)
         self.checkpoints = {role: v["file"] for role, v in manifest["checkpoints"].items()}
         self.families = {role: v["family"] for role, v in manifest["checkpoints"].items()}
         self.loras = manifest["loras"]
@@ -216,7 +193,10 @@ class ModelFolder:
 
 @pytest.fixture(scope="session")
 def comfy_models() -> ModelFolder:
-    return ModelFolder(build_model_folder(_comfyui_path()))
+    try:
+        return ModelFolder(model_cache.model_folder(_comfyui_path(), _python()))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

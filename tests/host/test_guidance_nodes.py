@@ -1,7 +1,7 @@
 """The guidance nodes in a real ComfyUI, over HTTP: loading pairs, the refusals, the three methods
 through the all-in-one sampler and through FineXtractGuider + SamplerCustomAdvanced.
 
-Models: random-weight SD1.5-architecture files from build_models.py (see conftest). Sizes are tiny
+Models: random-weight SD1.5-architecture files from bench/sd15_models.py (see conftest). Sizes are tiny
 (64 px, 3 steps) so the whole module runs in well under a minute of sampling."""
 import io
 import json

@@ -1,8 +1,11 @@
-"""Write the model files the host tests load, built with ComfyUI's own model classes.
+"""Write random-weight SD1.5-architecture model files, built with ComfyUI's own model classes,
+for the host tests and the guidance-cost benchmark.
 
-Run with ComfyUI's Python from inside a ComfyUI checkout (the harness does this):
+Run with ComfyUI's Python from inside a ComfyUI checkout (the test harness and the benchmark do):
 
-    cd $COMFYUI_PATH && python /path/to/build_models.py OUT_DIR [--full]
+    cd $COMFYUI_PATH && python /path/to/bench/sd15_models.py OUT_DIR [--full]
+
+Script only (it imports ComfyUI, so it is never imported by the package).
 
 Random weights: no real checkpoint can be shipped or downloaded here, so these stand in for one.
 They are real SD1.5-architecture files (ComfyUI detects them as ``SD15``), with the real CLIP-L
@@ -122,7 +125,21 @@ def lora_factors(rank: int, in_dim: int, out_dim: int, seed: int):
     return down, up
 
 
-def write_loras(out: str, unet_sd: dict, rank: int = 4) -> dict:
+def attention_lora(unet_sd: dict, rank: int = 16) -> dict:
+    """A kohya LoRA on every linear layer of every transformer block (q, k, v, out, ff, proj):
+    the coverage of a typical SD1.5 LoRA, for the benchmark."""
+    lora = {}
+    for i, (key, weight) in enumerate(sorted(unet_sd.items())):
+        if "transformer_blocks" not in key or not key.endswith(".weight") or weight.ndim != 2:
+            continue
+        name = "lora_unet_" + key[len("model.diffusion_model."):-len(".weight")].replace(".", "_")
+        down, up = lora_factors(rank, weight.shape[1], weight.shape[0], seed=1000 + i)
+        lora.update({f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up * 0.1,
+                     f"{name}.alpha": torch.tensor(float(rank))})
+    return lora
+
+
+def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4) -> dict:
     """The same LoRA delta written in three key spellings, plus one whose keys match nothing."""
     kohya, diffusers, peft, nomatch = {}, {}, {}, {}
     for i, (diff_name, ldm_name) in enumerate(LORA_LAYERS.items()):
@@ -141,10 +158,11 @@ def write_loras(out: str, unet_sd: dict, rank: int = 4) -> dict:
         peft[f"unet.{diff_name}.lora_B.weight"] = up
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_down.weight"] = down
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_up.weight"] = up
-    files = {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch}
+    files = {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch,
+             "attention": attention_lora(unet_sd)}
     names = {}
     for fmt, sd in files.items():
-        name = f"finextract-test-lora-{fmt}.safetensors"
+        name = f"finextract-test-{tag}-lora-{fmt}.safetensors"
         comfy.utils.save_torch_file(half(sd), os.path.join(out, "loras", name),
                                     metadata={"ss_network_dim": str(rank)})
         names[fmt] = name
@@ -166,20 +184,23 @@ def main():
     vae = vae_state_dict(seed=3)
     base = {**unet, **clip, **vae}
     fine = perturb(perturb(base, "model.diffusion_model.", 0.05, seed=4), "cond_stage_model.", 0.05, seed=5)
-    other = {**unet_state_dict(SD2_SMALL, comfy.supported_models.SD20, seed=6), **vae}
+    roles = [("base", base), ("finetuned", fine)]
+    if not args.full:  # refusal-test files, only needed once
+        roles.append(("other_family", {**unet_state_dict(SD2_SMALL, comfy.supported_models.SD20, seed=6), **vae}))
 
     manifest = {"checkpoints": {}, "loras": {}}
-    for role, sd in (("base", base), ("finetuned", fine), ("other_family", other)):
+    for role, sd in roles:
         name = f"finextract-test-{tag}-{role}.safetensors"
         comfy.utils.save_torch_file(half(sd), os.path.join(args.out, "checkpoints", name))
         manifest["checkpoints"][role] = {"file": name, "family": detected_family(sd)}
+    del base, fine
     corrupt = f"finextract-test-{tag}-corrupt.safetensors"
     with open(os.path.join(args.out, "checkpoints", manifest["checkpoints"]["base"]["file"]), "rb") as f:
         head = f.read(1 << 16)
     with open(os.path.join(args.out, "checkpoints", corrupt), "wb") as f:
         f.write(head)  # a download cut short: valid header start, data missing
     manifest["checkpoints"]["corrupt"] = {"file": corrupt, "family": "none"}
-    manifest["loras"] = write_loras(args.out, unet)
+    manifest["loras"] = write_loras(args.out, unet, tag)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(json.dumps(manifest))
