@@ -9,6 +9,8 @@ key and op for op, what ComfyUI builds for SD1.x, only narrower:
 - ``MiniVAE``         = LDM ``AutoencoderKL`` (Encoder/Decoder with the mid attention)
 
 Shapes: images 64×64×3 ↔ latents 4×16×16 (scale factor 1.0), text context 77×64.
+The ``nn.Dropout(0.0)`` entries only keep ComfyUI's Sequential indices (``out_layers.3``,
+``to_out.0``, ``ff.net.2``) so the state-dict keys line up.
 """
 from __future__ import annotations
 
@@ -542,7 +544,8 @@ class MiniPipeline:
         return self.text(tokenize(prompts).to(self.text.embeddings.token_embedding.weight.device))
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
-        """ε prediction of the UNet; ``t`` a scalar or (B,) discrete timesteps in [0, 1000)."""
+        """ε prediction of the UNet; ``t`` a scalar or (B,) discrete timesteps in [0, 1000).
+        Differentiable (caption inversion backpropagates through it): samplers wrap it in no_grad."""
         t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
         return self.unet(x_t, t, context)
 

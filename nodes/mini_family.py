@@ -24,7 +24,7 @@ import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
 
-from ..miniature.model import CONFIG, PREFIXES
+from ..miniature.model import CONFIG
 
 _UNET, _TEXT, _VAE = CONFIG["unet"], CONFIG["text"], CONFIG["vae"]
 VAE_DOWNSCALE = 2 ** (len(_VAE["ch_mult"]) - 1)
@@ -111,15 +111,3 @@ def register() -> None:
     if not getattr(comfy.sd.VAE.__init__, "finextract_mini", False):
         comfy.sd.VAE.__init__ = _wrap_vae_init(comfy.sd.VAE.__init__)
 
-
-def load_mini_vae(state_dict) -> comfy.sd.VAE:
-    """A ComfyUI VAE from this family's VAE weights, with or without the ``first_stage_model.``
-    prefix (a whole checkpoint's state dict works too)."""
-    register()
-    prefix = PREFIXES["vae"]
-    if any(k.startswith(prefix) for k in state_dict):
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if not is_mini_vae(state_dict):
-        raise ValueError("not a mini-ldm-64 VAE: decoder shapes differ from "
-                         + ", ".join(f"{k} {s}" for k, s in _DECODER_SHAPES.items()))
-    return comfy.sd.VAE(sd=state_dict)

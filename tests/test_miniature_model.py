@@ -44,6 +44,8 @@ def test_shapes(models):
     assert context.shape == (2, 77, 64)
     x = torch.randn(2, 4, 16, 16)
     assert unet(x, torch.tensor([10.0, 900.0]), context).shape == (2, 4, 16, 16)
+    odd = torch.randn(1, 4, 10, 10)  # 10 → 5 → 3 and back: upsampling follows the skip's size
+    assert unet(odd, torch.tensor([10.0]), context[:1]).shape == (1, 4, 10, 10)
     latents = vae.encode(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert latents.shape == (2, 4, 16, 16)
     assert vae.decode(latents).shape == (2, 3, 64, 64)

@@ -46,12 +46,12 @@ def _comfy():
     return comfy, mini_family
 
 
-def _randomized_checkpoint(path: pathlib.Path) -> pathlib.Path:
+def _randomized_checkpoint(path: pathlib.Path, seed: int = 1) -> pathlib.Path:
     """A checkpoint whose every weight is random (the seeded init zeroes residual outputs, which
     would hide differences), stored in fp16 as the shipped base is: ComfyUI keeps the text encoder
     in fp16 on the CPU, so fp32 weights would differ by their fp16 rounding (~1e-4) there."""
     models = mini.build_models(seed=0)
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     for module in models:
         for p in module.parameters():
             p.data = torch.randn(p.shape, generator=gen) * 0.15
@@ -144,31 +144,47 @@ def test_vae_decode_and_encode_equal(both_worlds):
     _close(vae.encode(images).float(), pipe.encode(images), rel=1e-3)
 
 
-def test_other_vaes_untouched():
-    _, mini_family = _comfy()
-    sd_vae_shapes = {"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3),
-                     "decoder.conv_out.weight": torch.zeros(3, 128, 3, 3)}
-    assert not mini_family.is_mini_vae(sd_vae_shapes)
-    with pytest.raises(ValueError, match="not a mini-ldm-64 VAE"):
-        mini_family.load_mini_vae(sd_vae_shapes)
+def test_other_vaes_untouched(comfy_models):
+    """With the family registered, an SD1.5 VAE still loads with SD's own ddconfig (8×)."""
+    comfy, mini_family = _comfy()
+    import comfy.utils
+
+    sd = comfy.utils.load_torch_file(str(comfy_models.root / "checkpoints" / comfy_models.checkpoints["base"]))
+    vae_sd = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
+    assert not mini_family.is_mini_vae(vae_sd)
+    vae = comfy.sd.VAE(sd=vae_sd)
+    assert vae.downscale_ratio == vae.upscale_ratio == 8
+    assert vae.first_stage_model.decoder.conv_in.weight.shape == vae_sd["decoder.conv_in.weight"].shape
 
 
-def test_load_mini_vae_from_checkpoint_state_dict(checkpoint, both_worlds):
-    _, mini_family = _comfy()
+def test_vae_file_of_the_family_loads_alone(checkpoint, both_worlds):
+    """A VAE-only state dict of the family (what VAELoader reads) gets the family's ddconfig."""
+    comfy, _ = _comfy()
     import safetensors.torch
 
-    vae = mini_family.load_mini_vae(safetensors.torch.load_file(str(checkpoint)))
+    prefix = "first_stage_model."
+    vae_sd = {k[len(prefix):]: v for k, v in safetensors.torch.load_file(str(checkpoint)).items()
+              if k.startswith(prefix)}
+    vae = comfy.sd.VAE(sd=vae_sd)
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
     _close(vae.decode(latents).float(), both_worlds[0].decode(latents), rel=1e-3)
 
 
-def test_stock_graph_samples_over_http(comfy, tmp_path):
-    """CheckpointLoaderSimple + CLIPTextEncode + KSampler + VAEDecode on a mini checkpoint in a real
-    ComfyUI. EmptyLatentImage divides by 8, so 128×128 asks for the family's 16×16 latent (64 px)."""
+@pytest.fixture(scope="module")
+def host_checkpoints(comfy):
+    """Two random mini checkpoints (a "base" and a "fine-tune") in the running ComfyUI's folder."""
     folder = comfy.base_dir / "models" / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    name = "finextract_mini_random.safetensors"
-    _randomized_checkpoint(folder / name)
+    names = {"base": "finextract_mini_base_random.safetensors", "finetuned": "finextract_mini_ft_random.safetensors"}
+    for seed, name in enumerate(names.values(), start=1):
+        _randomized_checkpoint(folder / name, seed)
+    return names
+
+
+def test_stock_graph_samples_over_http(comfy, host_checkpoints):
+    """CheckpointLoaderSimple + CLIPTextEncode + KSampler + VAEDecode on a mini checkpoint in a real
+    ComfyUI. EmptyLatentImage divides by 8, so 128×128 asks for the family's 16×16 latent (64 px)."""
+    name = host_checkpoints["base"]
     graph = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a sks dog", "clip": ["1", 1]}},
@@ -199,3 +215,14 @@ def test_kohya_lora_names_map_onto_the_unet(both_worlds):
     assert len(names) == 4 * 2 * 4  # 4 transformers (ds=2 ×3, middle) × attn1/attn2 × q/k/v/out
     for name in names:
         assert key_map["lora_unet_" + name.replace(".", "_")] == f"diffusion_model.{name}.weight"
+
+
+def test_dual_model_loader_reads_the_family_over_http(comfy, host_checkpoints):
+    graph = {
+        "1": {"class_type": "FineXtractDualModelLoader", "inputs": {
+            "base_checkpoint": host_checkpoints["base"], "finetuned_checkpoint": host_checkpoints["finetuned"],
+            **{f"lora_{i}": "none" for i in (1, 2, 3)}, **{f"strength_{i}": 1.0 for i in (1, 2, 3)}}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 4]}},
+    }
+    report = "".join(comfy.run(graph)["2"]["text"])
+    assert report.count("MiniLDM") >= 2, report
