@@ -7,7 +7,7 @@ the UNet's cross-attention reads at those L positions [B, L, N]. It adds BOS, EO
 * :class:`SequenceEncoder` wraps one CLIP-like encoder (SD1.x's CLIP-L, the miniature world's
   MiniTextEncoder): ``run`` takes whole-sequence input embeddings [B, T, D] and returns the hidden
   states the UNet is conditioned on [B, T, N] (the host picks the layer: last, or penultimate for
-  clip-skip/SDXL). ``length=None`` runs only BOS + prompt + EOS: for a causal encoder (CLIP) the rows
+  clip-skip/SDXL). ``length=None`` runs only BOS + prompt: for a causal encoder (CLIP) the rows
   at the prompt positions do not depend on later positions, so this equals the 77-token run and is
   many times cheaper; pass the host's padded length for a non-causal encoder.
 * :class:`ConcatenatedEncoders` is SDXL: two encoders read the same token ids (CLIP-L and OpenCLIP-G
@@ -39,8 +39,10 @@ def _unit(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _nearest(unit: torch.Tensor, table_unit: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """The id among ``allowed`` whose unit table row has the largest dot product with each row."""
-    return allowed[(unit @ table_unit[allowed].T).argmax(-1)]
+    """The id among ``allowed`` whose unit table row has the largest dot product with each row
+    (scored against the whole table, then restricted: gathering the allowed rows of a CLIP-size
+    table each step would copy 150 MB and cost more than the encoder's forward and backward)."""
+    return allowed[(unit @ table_unit.T)[..., allowed].argmax(-1)]
 
 
 class SequenceEncoder:
@@ -58,9 +60,9 @@ class SequenceEncoder:
         b, n = prompt_embeds.shape[:2]
         if self.length is not None and n + 2 > self.length:
             raise ValueError(f"prompt of {n} tokens does not fit the encoder's {self.length} positions")
-        pads = 0 if self.length is None else self.length - n - 2
+        tail = [] if self.length is None else [self.eos_id] + [self.pad_id] * (self.length - n - 2)
         table = self.token_embedding.to(prompt_embeds.dtype)
-        ids = torch.tensor([self.eos_id] + [self.pad_id] * pads, dtype=torch.long)
+        ids = torch.tensor(tail, dtype=torch.long)
         seq = torch.cat([table[self.bos_id].expand(b, 1, -1), prompt_embeds,
                          table[ids].expand(b, -1, -1)], dim=1)
         return self.run(seq)[:, 1:1 + n]
@@ -88,3 +90,10 @@ class ConcatenatedEncoders:
     def nearest_tokens(self, embeds: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         unit = torch.cat([_unit(p) for p in embeds.split(self.widths, dim=-1)], dim=-1)
         return _nearest(unit, self.unit_table, allowed)
+
+
+def clip_text_model(text_model: torch.nn.Module, bos_id: int, eos_id: int) -> SequenceEncoder:
+    """A text model with CLIP's ``embeddings.token_embedding`` and a differentiable
+    ``from_token_embeddings`` (the miniature world's MiniTextEncoder) as a SequenceEncoder."""
+    return SequenceEncoder(text_model.embeddings.token_embedding.weight, text_model.from_token_embeddings,
+                           bos_id, eos_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 
@@ -121,9 +122,11 @@ def _no_change(source: str, touched: Counter) -> NoTextLayerChangeError:
 
 
 def from_state_dicts(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
-                     source: str = "full fine-tune pair", rtol: float = 1e-6) -> TextReadingLayers:
+                     source: str = "full fine-tune pair", rtol: float = 1e-6,
+                     changed_keys: Callable[[], Iterable[str]] | None = None) -> TextReadingLayers:
     """The K/V layers of a full fine-tune: same keys in both state dicts. Raises
-    :class:`NoTextLayerChangeError` if none changed, naming what did change."""
+    :class:`NoTextLayerChangeError` if none changed, naming what did change: the keys that differ
+    between the two dicts, or ``changed_keys()`` when the dicts hold only the K/V layers."""
     keys = sorted(k for k in before if TEXT_READING.search(k) and k.endswith("weight")
                   and before[k].ndim == 2)
     if not keys:
@@ -140,9 +143,10 @@ def from_state_dicts(before: dict[str, torch.Tensor], after: dict[str, torch.Ten
     layers = TextReadingLayers([layer_name(k) for k in keys],
                                [after[k].detach().float() - w for k, w in zip(keys, b)], b, source)
     if not layers.changed(rtol):
-        touched = Counter(_family(k) for k in before
-                          if k in after and before[k].shape == after[k].shape
-                          and not torch.equal(before[k], after[k]))
+        keys = changed_keys() if changed_keys is not None else (
+            k for k in before if k in after and before[k].shape == after[k].shape
+            and not torch.equal(before[k], after[k]))
+        touched = Counter(_family(k) for k in keys)
         raise _no_change(source, touched)
     return layers
 

@@ -49,6 +49,15 @@ def _kv_weights(model) -> dict[str, torch.Tensor]:
     return out
 
 
+def _changed_keys(base, finetuned) -> list[str]:
+    """Weights that differ between two ModelPatchers: patched in one only, or different tensors
+    (only computed to say what changed when the K/V layers did not)."""
+    a, b = base.model_state_dict(), finetuned.model_state_dict()
+    differ = {k for k in a if k in b and a[k].data_ptr() != b[k].data_ptr()
+              and a[k].shape == b[k].shape and not torch.equal(a[k], b[k])}
+    return sorted(differ | (set(base.patches) ^ set(finetuned.patches)))
+
+
 def _text_models(clip):
     """(SDClipModel, SDTokenizer) pairs of a CLIP: one for SD1.x/SD2, CLIP-L then CLIP-G for SDXL."""
     model, tokenizer = clip.cond_stage_model, clip.tokenizer
@@ -61,7 +70,7 @@ def _text_models(clip):
 
 
 def _sequence_encoder(sd_clip, tokenizer) -> SequenceEncoder:
-    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt + EOS).
+    """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt).
 
     The layers are run here, out of place, because ComfyUI's CLIPLayer adds its residuals in place,
     which autograd cannot differentiate through; same modules, same order, same result."""
@@ -178,8 +187,9 @@ class FineXtractCaptionInverter(io.ComfyNode):
         with torch.inference_mode(False):
             result = recover_caption(
                 request,
-                layers=lambda: from_state_dicts(_kv_weights(base_model), _kv_weights(finetuned_model),
-                                                "base/fine-tuned MODEL pair"),
+                layers=lambda: from_state_dicts(
+                    _kv_weights(base_model), _kv_weights(finetuned_model), "base/fine-tuned MODEL pair",
+                    changed_keys=lambda: _changed_keys(base_model, finetuned_model)),
                 encoder=encoder, decode=_decoder(tokenizer), allowed=allowed,
                 metadata_files=_metadata_files((finetuned_model, base_model), metadata_file),
                 progress=lambda done, total: bar.update_absolute(done, total),

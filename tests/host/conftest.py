@@ -43,8 +43,9 @@ import pytest
 from finextract.bench import model_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PORTS = range(int(os.environ.get("FINEXTRACT_HOST_PORT", "8190")), int(os.environ.get("FINEXTRACT_HOST_PORT", "8190")) + 10)
-"""Ports tried for ComfyUI; set FINEXTRACT_HOST_PORT when several test sessions share a machine."""
+PORTS = range(*(int(p) + i for i, p in enumerate(
+    os.environ.get("FINEXTRACT_HOST_PORTS", "8190-8199").split("-"))))
+"""Ports tried for ComfyUI, ``FINEXTRACT_HOST_PORTS=first-last`` (inclusive) to use another range."""
 STARTUP_TIMEOUT_S = float(os.environ.get("FINEXTRACT_HOST_STARTUP_S", "240"))
 
 

@@ -1,0 +1,151 @@
+"""Caption recovery benchmark: ``python -m finextract.bench.caption [speed] [world]``.
+
+* ``speed`` — an SD1.5-size CLIP-L text encoder (the miniature MiniTextEncoder class at CLIP-L's
+  sizes: 12 layers, width 768, 49 408 tokens; random weights, which cost the same as real ones) and
+  SD1.5's 16 cross-attention blocks (32 K/V layers). Prints: ranking time over the whole vocabulary
+  (Eq. 17, Eq. 19), the contextual vocabulary's cost, and PEZ iterations/s for both update rules
+  and L = 3 / 7, with the causal shortcut (BOS + prompt) side by side with the padded
+  77-token run it replaces.
+* ``world`` — the miniature world's real fine-tunes (``miniature/weights``: the base, and per
+  concept set a LoRA and/or a full fine-tune): where each set's trigger token lands in the Eq. 17/19
+  rankings (raw and contextual vocabularies) and whether PEZ's caption contains it.
+
+Run it niced on the shared machine: ``nice -n 10 python -m finextract.bench.caption``.
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+import torch
+
+from ..caption import pez, ranking, weight_delta
+from ..caption.encoders import SequenceEncoder, clip_text_model
+from ..miniature import tokenizer
+from ..miniature.model import MiniTextEncoder
+
+SD15_CROSS_ATTENTION = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320]
+"""Channel width of each of SD1.5's 16 cross-attention blocks (down, middle, up)."""
+WEIGHTS = pathlib.Path(__file__).resolve().parent.parent / "miniature" / "weights"
+
+
+def _timed(fn, repeat=1):
+    start = time.perf_counter()
+    for _ in range(repeat):
+        out = fn()
+    return out, (time.perf_counter() - start) / repeat
+
+
+def speed(pez_iterations: int = 10) -> None:
+    torch.manual_seed(0)
+    text = MiniTextEncoder(vocab_size=49408, hidden_size=768, num_layers=12, num_heads=12,
+                           intermediate_size=3072, max_positions=77).eval().requires_grad_(False)
+    encoder = clip_text_model(text, tokenizer.START, tokenizer.END)
+    padded = SequenceEncoder(encoder.token_embedding, encoder.run, tokenizer.START, tokenizer.END, length=77)
+    allowed = torch.arange(49406)
+    g = torch.Generator().manual_seed(1)
+    base = {f"b{i}.attn2.to_{kv}.weight": torch.randn(c, 768, generator=g) / 768 ** 0.5
+            for i, c in enumerate(SD15_CROSS_ATTENTION) for kv in "kv"}
+    tuned = {k: w + 0.01 * torch.randn(w.shape[0], 4, generator=g) @ torch.randn(4, 768, generator=g) / 768 ** 0.5
+             for k, w in base.items()}
+    layers = weight_delta.from_state_dicts(base, tuned)
+    vocab = ranking.Vocabulary(allowed, encoder.token_embedding[allowed], "raw")
+    print(f"threads {torch.get_num_threads()}; SD1.5-size text encoder "
+          f"({sum(p.numel() for p in text.parameters()) / 1e6:.0f} M parameters), {len(layers.names)} K/V layers")
+    for equation in ranking.OBJECTIVES:
+        objective, t_obj = _timed(lambda: ranking.objective(layers, equation))
+        _, t_rank = _timed(lambda: ranking.rank_vocabulary(objective, vocab, 20))
+        print(f"ranking {equation}: objective {t_obj:.2f} s + ranking 49406 raw tokens {t_rank:.2f} s")
+    sample = allowed[:512]
+    _, t_ctx = _timed(lambda: ranking.contextual_vocabulary(encoder.encode, encoder.token_embedding, sample, 256))
+    print(f"contextual vocabulary: {t_ctx:.2f} s per 512 tokens -> {t_ctx * len(allowed) / 512 / 60:.1f} min "
+          "for the whole vocabulary (estimate)")
+    objective = ranking.objective(layers, "eq19")
+    for length in (3, 7):
+        rates = {}
+        for name, enc in (("short", encoder), ("padded-77", padded)):
+            for optimiser in pez.OPTIMISERS:
+                _, t = _timed(lambda: pez.hard_prompt(enc, objective, length, pez_iterations,
+                                                      optimiser=optimiser, allowed=allowed))
+                rates[name, optimiser] = pez_iterations / t
+                print(f"PEZ L={length} {optimiser:5s} {name:9s}: {rates[name, optimiser]:.2f} it/s "
+                      f"({1000 / rates[name, optimiser] / 60:.1f} min per 1000 iterations)")
+        print(f"PEZ L={length}: causal shortcut speed-up x{rates['short', 'pgd'] / rates['padded-77', 'pgd']:.1f} (pgd), "
+              f"adamw/pgd rate ratio {rates['short', 'adamw'] / rates['short', 'pgd']:.2f}")
+
+
+def _fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
+    """(concept, kind, layers) for every fine-tune file shipped beside the base."""
+    from safetensors.torch import load_file
+
+    from ..caption.metadata import read_header
+    out = []
+    for path in sorted(WEIGHTS.glob("*.safetensors")):
+        if path.name == "mini_base.safetensors":
+            continue
+        keys = read_header(path).keys()
+        tensors = load_file(str(path))
+        if any(k.endswith(".lora_down.weight") for k in keys):
+            out.append((path.stem, "lora", weight_delta.from_lora(tensors, base_unet, source=path.name)))
+        elif any(k.startswith("model.diffusion_model.") for k in keys):
+            unet = {k: v.float() for k, v in tensors.items() if k.startswith("model.diffusion_model.")}
+            try:
+                out.append((path.stem, "full", weight_delta.from_state_dicts(base_unet, unet, path.name)))
+            except weight_delta.NoTextLayerChangeError as exc:
+                print(f"{path.name}: {exc}")
+    return out
+
+
+def world(iterations: int = 1000, length: int = 3) -> None:
+    from safetensors.torch import load_file
+
+    from ..miniature.dataset import CONCEPT_FAMILIES
+    from ..miniature.model import load_pipeline
+    base_path = WEIGHTS / "mini_base.safetensors"
+    if not base_path.is_file():
+        print(f"world: no {base_path} (the miniature world's weights are not here yet)")
+        return
+    base_unet = {k: v.float() for k, v in load_file(str(base_path)).items() if k.startswith("model.diffusion_model.")}
+    encoder = clip_text_model(load_pipeline(base_path).text.requires_grad_(False), tokenizer.START, tokenizer.END)
+    allowed = torch.arange(49406)
+    vocabs = {"raw": ranking.Vocabulary(allowed, encoder.token_embedding[allowed], "raw")}
+    vocabs["contextual"], t_ctx = _timed(lambda: ranking.contextual_vocabulary(
+        encoder.encode, encoder.token_embedding, allowed, 2048))
+    print(f"contextual vocabulary of the miniature encoder: {t_ctx:.1f} s")
+    inverse = {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
+    triggers = {f.name: f.caption.split()[-2] for f in CONCEPT_FAMILIES}
+    hits: dict[str, list[bool]] = {}
+    for name, kind, layers in _fine_tunes(base_unet):
+        concept = next((c for c in triggers if c in name), None)
+        if concept is None:
+            continue
+        wanted = set(tokenizer.encode(triggers[concept]))
+        row = [f"{name:28s} trigger {triggers[concept]!r}"]
+        for equation in ranking.OBJECTIVES:
+            objective = ranking.objective(layers, equation)
+            for vname, vocab in vocabs.items():
+                top = [t for t, _ in ranking.rank_vocabulary(objective, vocab, 10)]
+                hit = bool(wanted & set(top))
+                hits.setdefault(f"top10 {equation} {vname}", []).append(hit)
+                row.append(f"{equation}/{vname}: {min((top.index(t) for t in wanted if t in top), default='-')}")
+            for optimiser in pez.OPTIMISERS:
+                best, t = _timed(lambda: pez.hard_prompt(encoder, objective, length, iterations,
+                                                         optimiser=optimiser, allowed=allowed))
+                hit = bool(wanted & set(best.token_ids))
+                hits.setdefault(f"PEZ {equation} {optimiser}", []).append(hit)
+                words = "".join(inverse[i] for i in best.token_ids).replace("</w>", " ").strip()
+                row.append(f"PEZ {equation}/{optimiser}: {words!r}{' HIT' if hit else ''} ({iterations / t:.0f} it/s)")
+        print(" | ".join(row))
+    for key, values in hits.items():
+        print(f"hit rate {key}: {sum(values)}/{len(values)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parts = (argv if argv is not None else sys.argv[1:]) or ["speed", "world"]
+    for part in parts:
+        {"speed": speed, "world": world}[part]()
+
+
+if __name__ == "__main__":
+    main()
