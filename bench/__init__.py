@@ -1,1 +1,2 @@
-"""Benchmarks: commands that print ratios measured side by side in one run (not timed tests)."""
+"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print figures measured side by
+side in one run. Not tests."""

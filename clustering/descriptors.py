@@ -69,7 +69,7 @@ def preprocess(image) -> np.ndarray:
     w, h = pil.size
     scale = SHORT_SIDE / min(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(pil.resize(size, Image.BILINEAR), dtype=np.uint8)
+    return np.array(pil.resize(size, Image.BILINEAR), dtype=np.uint8)
 
 
 def l2_normalise(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import logging
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-NODE_MODULES = ("loader", "guider", "sampler", "caption")
+NODE_MODULES = ("loader", "guider", "sampler", "caption", "sscd_cluster", "extraction_metrics")
 """Modules of this package that define nodes; each exports ``NODES``."""
 
 
