@@ -30,6 +30,26 @@ def image_noise(seed: int, index: int, shape: Sequence[int],
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(dtype)
 
 
+class PerImageNoise:
+    """A noise source for stochastic (ancestral / SDE) samplers that keeps image i's noise its own.
+
+    Called with any arguments (k-diffusion samplers pass sigmas), it returns a batch of fresh
+    standard-normal draws, row r drawn from image r's private generator, seeded from its image seed
+    (a different stream from its starting noise). So a stochastic sampler gives image i the same
+    path whether it runs alone or in a batch.
+    """
+
+    def __init__(self, image_seeds: Sequence[int], shape: Sequence[int], dtype: torch.dtype,
+                 device: torch.device | str = "cpu"):
+        self.shape, self.dtype, self.device = tuple(shape), dtype, device
+        self.generators = [torch.Generator(device="cpu").manual_seed(derive_seed(s, -1))
+                           for s in image_seeds]
+
+    def __call__(self, *_sigmas) -> torch.Tensor:
+        draws = [torch.randn(self.shape, generator=g, dtype=torch.float32) for g in self.generators]
+        return torch.stack(draws).to(device=self.device, dtype=self.dtype)
+
+
 def shard_indices(n: int, shard: int, num_shards: int) -> list[int]:
     """Image indices that shard ``shard`` of ``num_shards`` generates (round robin), so that the
     union over shards is exactly range(n) and every image is made once."""

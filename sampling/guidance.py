@@ -59,3 +59,30 @@ def combine(method: str, eps_ft_cond: torch.Tensor, eps_other: torch.Tensor | No
     if method == "direct":
         return direct(eps_ft_cond)
     raise ValueError(f"unknown guidance method {method!r}; expected one of {METHODS}")
+
+
+
+def guided_denoised(method: str, x_t: torch.Tensor, a, denoised_ft_cond: torch.Tensor,
+                    denoised_other: torch.Tensor | None, w: float, k: float = 0.0) -> torch.Tensor:
+    """The guided x0 estimate from x0 ("denoised") predictions, as ComfyUI models return them,
+    for x_t = a * x0 + b * eps.
+
+    It equals converting both predictions to eps (eps = (x_t - a x0) / b), combining them with
+    :func:`combine` and converting back (x0 = (x_t - b eps) / a), but never divides by b: the
+    combinations are affine with weights summing to 1 + k' (k' = k for ``finextract``, else 0), so
+    the round trip reduces to
+
+        x0_guided = combine(method, x0_ft_cond, x0_other, w, k) - k' * x_t / a.
+
+    The last term is what makes k * eps_base mean the paper's thing for every family. Where a = 0
+    (a flow model's first step at sigma = 1: x_t is pure noise) it has no finite x0 form and is
+    left out at that step.
+    """
+    if method == "direct":
+        return direct(denoised_ft_cond)
+    mixed = combine(method, denoised_ft_cond, denoised_other, w, k)
+    if method != "finextract" or k == 0.0:
+        return mixed
+    a = torch.as_tensor(a, dtype=x_t.dtype, device=x_t.device)
+    inv_a = torch.where(a == 0, torch.zeros_like(a), 1.0 / torch.where(a == 0, torch.ones_like(a), a))
+    return mixed - k * inv_a * x_t

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from finextract.sampling import derive_seed, generate, image_noise, shard_indices
+from finextract.sampling import PerImageNoise, derive_seed, generate, image_noise, shard_indices
 
 
 class TinyDenoiser(torch.nn.Module):
@@ -73,3 +73,25 @@ def test_progress_and_interrupt_between_chunks():
 def test_bad_batch_size():
     with pytest.raises(ValueError):
         generate(range(2), 0, 0, (1,), lambda n, s: n)
+
+
+def test_stochastic_sampler_with_per_image_noise_is_batch_independent():
+    """An ancestral-style sampler drawing fresh noise every step still reproduces image i alone."""
+    model = TinyDenoiser()
+    shape = (4, 8, 8)
+
+    @torch.no_grad()
+    def ancestral(noise, seeds):
+        fresh = PerImageNoise(seeds, shape, noise.dtype)
+        x = noise
+        for _ in range(4):
+            x = x - 0.25 * model.net(x) + 0.1 * fresh(1.0, 0.5)
+        return x
+
+    batch = generate(range(6), batch_size=4, seed=3, shape=shape, sample=ancestral)
+    alone = generate([5], batch_size=1, seed=3, shape=shape, sample=ancestral)
+    assert torch.allclose(batch[5], alone[0], atol=1e-5)
+    # the fresh noise is not the starting noise's stream, and differs per image
+    draws = PerImageNoise([derive_seed(3, 0), derive_seed(3, 1)], shape, torch.float32)()
+    assert not torch.allclose(draws[0], image_noise(3, 0, shape))
+    assert not torch.allclose(draws[0], draws[1])

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from finextract.sampling import (cfg, combine, denoised_from_eps, direct, eps_from_denoised,
+from finextract.sampling import (cfg, combine, denoised_from_eps, direct, eps_from_denoised, guided_denoised,
                                  eps_from_prediction, model_guidance, model_guidance_uncond)
 
 
@@ -71,3 +71,24 @@ def test_guidance_in_eps_space_differs_from_naive_x0_mix():
     expected = 3 * x0_ft - (2 + 0.02) * x0_base + 0.02 * x_t  # Σw x0 - k x/a with Σw = 1 + k
     assert torch.allclose(right, expected, atol=1e-6)
     assert not torch.allclose(right, naive)
+
+
+@pytest.mark.parametrize("method", ["finextract", "cfg", "direct"])
+@pytest.mark.parametrize("a,b", [(1.0, 14.6), (1.0, 0.03), (0.6, 0.8), (0.3, 0.7)])
+def test_guided_denoised_equals_the_eps_space_round_trip(method, a, b):
+    """ComfyUI families: EPS/V (a = 1, b = sigma), VP (a² + b² = 1), flow (a + b = 1)."""
+    g = torch.Generator().manual_seed(2)
+    x_t, x0_ft, x0_base = (torch.randn(2, 3, generator=g) for _ in range(3))
+    by_hand = denoised_from_eps(
+        x_t, combine(method, eps_from_denoised(x_t, x0_ft, a, b), eps_from_denoised(x_t, x0_base, a, b),
+                     5.0, -0.02), a, b)
+    assert torch.allclose(guided_denoised(method, x_t, a, x0_ft, x0_base, 5.0, -0.02), by_hand, atol=1e-5)
+
+
+def test_guided_denoised_per_sample_a_and_flow_start():
+    x_t = torch.ones(2, 1)
+    x0 = torch.zeros(2, 1)
+    a = torch.tensor([[0.5], [0.0]])  # second sample at a flow model's sigma = 1
+    out = guided_denoised("finextract", x_t, a, x0, x0, 3.0, -0.02)
+    # k' x_t / a = -0.04 for the first sample; the second has no finite k term and keeps the mix
+    assert torch.allclose(out, torch.tensor([[0.04], [0.0]]))

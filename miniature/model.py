@@ -1,0 +1,569 @@
+"""The miniature latent text-to-image model: Stable Diffusion 1.x in miniature, in plain torch.
+
+Why SD1's exact layouts: one safetensors checkpoint must be the *same model* here and inside a real
+ComfyUI (``nodes/mini_family.py`` registers the family). So every module below reproduces, key for
+key and op for op, what ComfyUI builds for SD1.x, only narrower:
+
+- ``MiniUNet``        = ``openaimodel.UNetModel`` (eps prediction, linear-projection transformers)
+- ``MiniTextEncoder`` = ``clip_model.CLIPTextModel``'s ``text_model`` (SD1's "last" layer output)
+- ``MiniVAE``         = LDM ``AutoencoderKL`` (Encoder/Decoder with the mid attention)
+
+Shapes: images 64×64×3 ↔ latents 4×16×16 (scale factor 1.0), text context 77×64.
+"""
+from __future__ import annotations
+
+import math
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tokenizer import tokenize
+
+FAMILY = "mini-ldm-64"
+"""Value of the ``finextract.family`` metadata key in every checkpoint of this family."""
+
+CONFIG = {
+    "unet": dict(in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 2, 2),
+                 num_res_blocks=1, attention_levels=(1,), num_head_channels=32, context_dim=64),
+    "text": dict(vocab_size=49408, hidden_size=64, num_layers=2, num_heads=2,
+                 intermediate_size=256, max_positions=77),
+    "vae": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4,
+                in_channels=3, out_ch=3, resolution=64),
+    "schedule": dict(beta_start=0.00085, beta_end=0.012, timesteps=1000),
+    "image_size": 64,
+    "latent_size": 16,
+}
+"""The one place the family's sizes live (MINI-SPEC). ``attention_levels``: UNet levels (ds = 2^level)
+carrying one SpatialTransformer; the middle block always carries one. Only ds=2 (8×8 latent tokens)
+has them — not ds=4 as MINI-SPEC first said — because with them the fp16 checkpoint is 21.6 MB,
+over the 20 MB budget; it mirrors SD1, whose deepest level has none either."""
+
+PREFIXES = {"unet": "model.diffusion_model.", "text": "cond_stage_model.transformer.text_model.",
+            "vae": "first_stage_model."}
+"""Checkpoint key prefixes of SD1's single-file layout."""
+
+
+def alphas_cumprod(beta_start=0.00085, beta_end=0.012, timesteps=1000) -> torch.Tensor:
+    """SD1's "scaled linear" schedule: β linear in √β; ᾱ_t = Π(1 − β). Float64 → float32 as ComfyUI."""
+    betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero a residual branch's last layer so every block starts as the identity (as LDM does)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def _attention(q, k, v, heads, mask=None):
+    """Multi-head scaled dot-product attention on (B, N, heads·d) tensors."""
+    b, n, _ = q.shape
+    q, k, v = (t.reshape(b, t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.transpose(1, 2).reshape(b, n, -1)
+
+
+# ---------------------------------------------------------------- UNet (openaimodel.UNetModel)
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding, [cos | sin] halves (openaimodel's order)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm–SiLU–conv, + time embedding, GroupNorm–SiLU–conv, residual (1×1 skip if widths differ)."""
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int):
+        super().__init__()
+        self.in_layers = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        self.out_layers = nn.Sequential(nn.GroupNorm(32, out_channels), nn.SiLU(), nn.Dropout(0.0),
+                                        _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.skip_connection = (nn.Identity() if channels == out_channels
+                                else nn.Conv2d(channels, out_channels, 1))
+
+    def forward(self, x, emb):
+        h = self.in_layers(x) + self.emb_layers(emb)[:, :, None, None]
+        return self.skip_connection(x) + self.out_layers(h)
+
+
+class CrossAttention(nn.Module):
+    """Attention of queries ``x`` over ``context`` (itself when None); q/k/v without bias."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(context_dim or dim, dim, bias=False)
+        self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(0.0))
+
+    def forward(self, x, context=None):
+        context = x if context is None else context
+        return self.to_out(_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
+
+
+class GEGLU(nn.Module):
+    """Gated GELU projection: one Linear to 2× width, value · GELU(gate)."""
+
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x):
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Self-attention, cross-attention on the text context, gated feed-forward; pre-LayerNorm residuals."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, heads, context_dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x, context):
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """GroupNorm, Linear in, one transformer block over the H·W tokens, Linear out, residual."""
+
+    def __init__(self, channels: int, heads: int, context_dim: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, context_dim)])
+        self.proj_out = _zero(nn.Linear(channels, channels))
+
+    def forward(self, x, context):
+        b, c, h, w = x.shape
+        tokens = self.proj_in(self.norm(x).movedim(1, 3).reshape(b, h * w, c))
+        tokens = self.proj_out(self.transformer_blocks[0](tokens, context))
+        return tokens.reshape(b, h, w, c).movedim(3, 1) + x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Nearest upsampling to the matching skip's size, then a 3×3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x, size):
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class TimestepEmbedSequential(nn.ModuleList):
+    """A UNet block: routes the time embedding to ResBlocks, the context to transformers."""
+
+    def forward(self, x, emb, context, skip_size=None):
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context)
+            elif isinstance(layer, Upsample):
+                x = layer(x, skip_size)
+            else:
+                x = layer(x)
+        return x
+
+
+class MiniUNet(nn.Module):
+    """Noise predictor ε(x_t, t, context): the openaimodel UNet with CONFIG["unet"]'s sizes."""
+
+    def __init__(self, in_channels, out_channels, model_channels, channel_mult, num_res_blocks,
+                 attention_levels, num_head_channels, context_dim):
+        super().__init__()
+        self.model_channels = model_channels
+        emb = model_channels * 4
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb), nn.SiLU(), nn.Linear(emb, emb))
+
+        def attention(ch):
+            return SpatialTransformer(ch, ch // num_head_channels, context_dim)
+
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential([nn.Conv2d(in_channels, model_channels, 3, padding=1)])])
+        skips, ch = [model_channels], model_channels
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [ResBlock(ch, emb, mult * model_channels)]
+                ch = mult * model_channels
+                if level in attention_levels:
+                    layers.append(attention(ch))
+                self.input_blocks.append(TimestepEmbedSequential(layers))
+                skips.append(ch)
+            if level != len(channel_mult) - 1:
+                self.input_blocks.append(TimestepEmbedSequential([Downsample(ch)]))
+                skips.append(ch)
+        self.middle_block = TimestepEmbedSequential([ResBlock(ch, emb, ch), attention(ch), ResBlock(ch, emb, ch)])
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers = [ResBlock(ch + skips.pop(), emb, mult * model_channels)]
+                ch = mult * model_channels
+                if level in attention_levels:
+                    layers.append(attention(ch))
+                if level and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepEmbedSequential(layers))
+        self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), _zero(nn.Conv2d(model_channels, out_channels, 3, padding=1)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (B,4,h,w) noisy latents, t (B,) timesteps in [0, 1000), context (B,77,64) → ε (B,4,h,w)."""
+        emb = self.time_embed(timestep_embedding(t.expand(x.shape[0]), self.model_channels).to(x.dtype))
+        hs, h = [], x
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            hs.append(h)
+        h = self.middle_block(h, emb, context)
+        for block in self.output_blocks:
+            h = torch.cat([h, hs.pop()], dim=1)
+            h = block(h, emb, context, hs[-1].shape[-2:] if hs else None)
+        return self.out(h)
+
+
+# ---------------------------------------------------------------- text encoder (CLIPTextModel)
+
+class CLIPAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x, mask):
+        return self.out_proj(_attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, mask))
+
+
+class CLIPMLP(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, inner), nn.Linear(inner, dim)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(h * torch.sigmoid(1.702 * h))  # quick_gelu
+
+
+class CLIPLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, inner: int):
+        super().__init__()
+        self.layer_norm1, self.layer_norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn, self.mlp = CLIPAttention(dim, heads), CLIPMLP(dim, inner)
+
+    def forward(self, x, mask):
+        x = x + self.self_attn(self.layer_norm1(x), mask)
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class CLIPEmbeddings(nn.Module):
+    """Holder of the token and (learned) position tables; MiniTextEncoder adds them."""
+
+    def __init__(self, vocab_size: int, dim: int, positions: int):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, dim)
+        self.position_embedding = nn.Embedding(positions, dim)
+
+
+class CLIPEncoder(nn.Module):
+    def __init__(self, num_layers: int, dim: int, heads: int, inner: int):
+        super().__init__()
+        self.layers = nn.ModuleList(CLIPLayer(dim, heads, inner) for _ in range(num_layers))
+
+    def forward(self, x, mask):
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class MiniTextEncoder(nn.Module):
+    """CLIP text transformer: ids (B,77) → context (B,77,hidden) = final LayerNorm of the last layer,
+    causal self-attention, every position kept (SD1's conditioning). Frozen in this world."""
+
+    def __init__(self, vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_positions):
+        super().__init__()
+        self.embeddings = CLIPEmbeddings(vocab_size, hidden_size, max_positions)
+        self.encoder = CLIPEncoder(num_layers, hidden_size, num_heads, intermediate_size)
+        self.final_layer_norm = nn.LayerNorm(hidden_size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.from_token_embeddings(self.embeddings.token_embedding(ids))
+
+    def from_token_embeddings(self, embeds: torch.Tensor) -> torch.Tensor:
+        """(B,T,hidden) token embeddings → context (B,T,hidden): ``forward`` after the table lookup,
+        for continuous prompts (PEZ's projected embeddings, textual inversion), differentiable.
+        ComfyUI's CLIPTextModel does the same with ``embeds=``."""
+        n = embeds.shape[1]
+        x = embeds + self.embeddings.position_embedding.weight[:n]
+        causal = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype, device=x.device).triu_(1)
+        return self.final_layer_norm(self.encoder(x, causal))
+
+
+# ---------------------------------------------------------------- VAE (LDM AutoencoderKL)
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=1e-6)
+
+
+class VAEResnetBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(in_channels), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2, self.conv2 = _norm(out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        if in_channels != out_channels:
+            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+
+
+class VAEAttnBlock(nn.Module):
+    """Single-head self-attention over pixels with 1×1-conv projections (the mid-block attention)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        n = self.norm(x)
+        q, k, v = (p(n).reshape(b, c, h * w).transpose(1, 2) for p in (self.q, self.k, self.v))
+        out = _attention(q, k, v, heads=1).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.proj_out(out)
+
+
+class VAEMid(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block_1 = VAEResnetBlock(channels, channels)
+        self.attn_1 = VAEAttnBlock(channels)
+        self.block_2 = VAEResnetBlock(channels, channels)
+
+    def forward(self, x):
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class VAEDownsample(nn.Module):
+    """Stride-2 3×3 conv after right/bottom zero padding (LDM's asymmetric padding)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class VAEUpsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Encoder(nn.Module):
+    def __init__(self, ch, ch_mult, num_res_blocks, in_channels, z_channels):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        block_in = ch
+        for level, mult in enumerate(ch_mult):
+            stage = nn.Module()
+            stage.block = nn.ModuleList()
+            for _ in range(num_res_blocks):
+                stage.block.append(VAEResnetBlock(block_in, ch * mult))
+                block_in = ch * mult
+            if level != len(ch_mult) - 1:
+                stage.downsample = VAEDownsample(block_in)
+            self.down.append(stage)
+        self.mid = VAEMid(block_in)
+        self.norm_out = _norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, 2 * z_channels, 3, padding=1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for stage in self.down:
+            for block in stage.block:
+                h = block(h)
+            if hasattr(stage, "downsample"):
+                h = stage.downsample(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, ch, ch_mult, num_res_blocks, out_ch, z_channels):
+        super().__init__()
+        block_in = ch * ch_mult[-1]
+        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
+        self.mid = VAEMid(block_in)
+        stages = []
+        for level in reversed(range(len(ch_mult))):
+            stage = nn.Module()
+            stage.block = nn.ModuleList()
+            for _ in range(num_res_blocks + 1):
+                stage.block.append(VAEResnetBlock(block_in, ch * ch_mult[level]))
+                block_in = ch * ch_mult[level]
+            if level != 0:
+                stage.upsample = VAEUpsample(block_in)
+            stages.insert(0, stage)
+        self.up = nn.ModuleList(stages)
+        self.norm_out = _norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
+
+    def forward(self, z):
+        h = self.mid(self.conv_in(z))
+        for stage in reversed(self.up):
+            for block in stage.block:
+                h = block(h)
+            if hasattr(stage, "upsample"):
+                h = stage.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class MiniVAE(nn.Module):
+    """KL autoencoder: images (B,3,64,64) in [-1,1] ↔ latents (B,4,16,16). ``encode`` returns the
+    posterior mean (the latent-std normalisation is folded into quant_conv/post_quant_conv)."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, embed_dim, in_channels, out_ch, resolution):
+        super().__init__()
+        self.encoder = Encoder(ch, ch_mult, num_res_blocks, in_channels, z_channels)
+        self.decoder = Decoder(ch, ch_mult, num_res_blocks, out_ch, z_channels)
+        self.quant_conv = nn.Conv2d(2 * z_channels, 2 * embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior (mean, logvar), each (B,4,h,w); logvar clamped to [-30, 20] as LDM does."""
+        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.moments(x)[0]
+
+    @torch.no_grad()
+    def fold_latent_scale(self, std: torch.Tensor | float) -> None:
+        """Make latents ``z / std`` without changing what decodes from an image: divide the mean
+        rows of quant_conv (and shift its log-variance by −2 log std), multiply post_quant_conv's
+        inputs. Why: the family's latent scale factor is 1.0 (MINI-SPEC), so the diffusion model
+        sees ~unit-std latents, and ComfyUI needs no family-specific factor. ``std``: scalar or
+        per channel (4,)."""
+        z = self.post_quant_conv.in_channels
+        std = torch.as_tensor(std, dtype=self.quant_conv.weight.dtype).expand(z)
+        self.quant_conv.weight[:z] /= std[:, None, None, None]
+        self.quant_conv.bias[:z] /= std
+        self.quant_conv.bias[z:] -= 2 * std.log()
+        self.post_quant_conv.weight *= std[None, :, None, None]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(z))
+
+
+# ---------------------------------------------------------------- building, files, pipeline
+
+def build_models(seed: int = 0) -> tuple[MiniUNet, MiniTextEncoder, MiniVAE]:
+    """Fresh (unet, text encoder, vae) with a deterministic initialisation drawn from ``seed``
+    (the global RNG is left untouched). The text encoder of the shipped base is exactly this
+    seeded random init: it is frozen, never trained."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = MiniUNet(**CONFIG["unet"])
+        text = MiniTextEncoder(**CONFIG["text"])
+        vae = MiniVAE(**CONFIG["vae"])
+    return unet, text.requires_grad_(False), vae
+
+
+def save_checkpoint(path, unet: MiniUNet, text: MiniTextEncoder, vae: MiniVAE,
+                    metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write one SD1-layout safetensors file (prefixes of PREFIXES), tagged with the family.
+    ``dtype`` (e.g. torch.float16 for the shipped base) casts floating tensors before writing."""
+    tensors = {}
+    for part, module in (("unet", unet), ("text", text), ("vae", vae)):
+        for key, value in module.state_dict().items():
+            value = value.detach().cpu()
+            tensors[PREFIXES[part] + key] = (value.to(dtype) if dtype is not None else value).contiguous()
+    safetensors.torch.save_file(tensors, str(path), metadata={**(metadata or {}), "finextract.family": FAMILY})
+
+
+def split_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """{"unet"|"text"|"vae": state dict without prefix} of a checkpoint's flat state dict."""
+    parts = {part: {} for part in PREFIXES}
+    for key, value in state_dict.items():
+        for part, prefix in PREFIXES.items():
+            if key.startswith(prefix):
+                parts[part][key[len(prefix):]] = value
+    return parts
+
+
+class MiniPipeline:
+    """The three models plus SD1's noise schedule, with ComfyUI-like image conventions
+    (images (B,H,W,3) in [0,1]). ``eps`` works on any batch; nothing here samples."""
+
+    def __init__(self, unet: MiniUNet, text: MiniTextEncoder, vae: MiniVAE):
+        self.unet, self.text, self.vae = unet.eval(), text.eval(), vae.eval()
+        self.alphas_cumprod = alphas_cumprod(**CONFIG["schedule"])
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts → context (B, 77, 64); "" is the unconditional branch."""
+        return self.text(tokenize(prompts).to(self.text.embeddings.token_embedding.weight.device))
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
+        """ε prediction of the UNet; ``t`` a scalar or (B,) discrete timesteps in [0, 1000)."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
+        return self.unet(x_t, t, context)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B,4,16,16) → images (B,64,64,3) in [0,1]."""
+        return ((self.vae.decode(latents) + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B,64,64,3) in [0,1] → latents (B,4,16,16) (posterior mean, scale factor 1)."""
+        return self.vae.encode(images.movedim(-1, 1) * 2.0 - 1.0)
+
+
+def load_pipeline(path, device: str | torch.device = "cpu") -> MiniPipeline:
+    """Load a checkpoint of this family (any stored dtype) as a float32 MiniPipeline on ``device``."""
+    parts = split_checkpoint(safetensors.torch.load_file(str(path)))
+    unet, text, vae = build_models()
+    for part, module in (("unet", unet), ("text", text), ("vae", vae)):
+        missing, unexpected = module.load_state_dict({k: v.float() for k, v in parts[part].items()}, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path} is not a {FAMILY} checkpoint: {part} keys missing {missing[:3]}"
+                             f"{'…' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")
+    return MiniPipeline(unet.to(device), text.to(device), vae.to(device))

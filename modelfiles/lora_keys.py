@@ -1,0 +1,51 @@
+"""LoRA key spellings and how much of a LoRA file a model actually took.
+
+A host maps LoRA tensor names to model weights with a key map (name → weight key). A LoRA whose
+names match nothing is silently ignored by ComfyUI (it only logs them); guidance between the base
+and an unchanged "fine-tune" then extracts nothing. So the loader counts what applied and refuses
+a LoRA of which less than :data:`MIN_APPLIED_FRACTION` of the tensors found a layer.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+MIN_APPLIED_FRACTION = 0.5
+"""A LoRA applies if at least this share of its tensors reached a model weight. A LoRA made for the
+model family in use applies entirely; one made for another family matches no key, or only by
+accident a few, so one half separates the two with a wide margin either side."""
+
+
+def with_diffusers_aliases(key_map: Mapping[str, str]) -> dict[str, str]:
+    """Add the PEFT-era diffusers spellings of attention layers to a key map.
+
+    ComfyUI 0.8.0 maps diffusers attention projections only in the attention-processor form
+    (``unet.….attn2.processor.to_k``, from diffusers < 0.21). diffusers >= 0.21 saves LoRAs
+    through PEFT with the module path itself (``unet.….attn2.to_k``, ``….to_out.0``), optionally
+    under PEFT's ``base_model.model.`` wrapper. Both name the same weight, so alias them.
+    """
+    out = dict(key_map)
+    for name, target in key_map.items():
+        if ".processor.to_" not in name:
+            continue
+        plain = name.replace(".processor.to_", ".to_")
+        if plain.endswith(".to_out"):
+            plain += ".0"
+        for alias in (plain, "base_model.model." + plain.removeprefix("unet.")):
+            out.setdefault(alias, target)
+    return out
+
+
+def _module_prefixes(tensor_key: str) -> Iterable[str]:
+    """Candidate module names of a LoRA tensor: every prefix cut at a dot, and the name before a
+    diffusers ``_lora.`` suffix (``to_k_lora.down.weight``)."""
+    for i, ch in enumerate(tensor_key):
+        if ch == ".":
+            yield tensor_key[:i]
+    cut = tensor_key.find("_lora.")
+    if cut > 0:
+        yield tensor_key[:cut]
+
+
+def applied_tensors(tensor_keys: Iterable[str], applied_modules: set[str]) -> list[str]:
+    """The tensors of a LoRA file that belong to a module name that reached a model weight."""
+    return [k for k in tensor_keys if any(p in applied_modules for p in _module_prefixes(k))]

@@ -1,0 +1,61 @@
+"""FineXtractDualModelLoader: the base checkpoint and its fine-tune (full checkpoint or LoRAs)."""
+from __future__ import annotations
+
+import folder_paths
+from comfy_api.v0_0_2 import io
+
+
+from . import schema
+from .pair import load_pair
+
+NONE = "none"
+LORA_SLOTS = 3
+
+
+class FineXtractDualModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        loras = [NONE] + folder_paths.get_filename_list("loras")
+        lora_inputs = []
+        for i in range(1, LORA_SLOTS + 1):
+            lora_inputs += [
+                io.Combo.Input(f"lora_{i}", options=loras, default=NONE,
+                               tooltip=f"LoRA #{i} of the fine-tune, from the loras folder, applied to the base (leave 'none' for a full checkpoint)."),
+                io.Float.Input(f"strength_{i}", default=1.0, min=-10.0, max=10.0, step=0.05,
+                               tooltip=f"Strength of LoRA #{i} (UNet and text encoder)."),
+            ]
+        return schema(
+            node_id="FineXtractDualModelLoader", display_name="FineXtract Dual Model Loader",
+            category="finextract",
+            description=("Loads a base checkpoint and the fine-tune under audit, either a full "
+                         "checkpoint or up to three LoRAs applied to the base. Refuses pairs of "
+                         "different model families, LoRAs that do not fit the base, and damaged "
+                         "files; the report says how many LoRA tensors applied."),
+            search_aliases=["dual model loader", "base and fine-tune", "finextract loader", "lora audit"],
+            inputs=[
+                io.Combo.Input("base_checkpoint", options=folder_paths.get_filename_list("checkpoints"),
+                               tooltip="The pretrained model the fine-tune started from."),
+                io.Combo.Input("finetuned_checkpoint", options=[NONE] + folder_paths.get_filename_list("checkpoints"),
+                               default=NONE, tooltip="The fine-tuned (e.g. DreamBooth) checkpoint, or 'none' when the fine-tune is given as LoRAs."),
+                *lora_inputs,
+            ],
+            outputs=[
+                io.Model.Output("base_model", tooltip="The base model."),
+                io.Model.Output("finetuned_model", tooltip="The fine-tuned model (base + LoRAs shares the base weights)."),
+                io.Clip.Output("clip", tooltip="The fine-tuned text encoder (the base one if the fine-tune left it unchanged)."),
+                io.Vae.Output("vae", tooltip="The base checkpoint's VAE."),
+                io.String.Output("report", tooltip="Files, families, sha256 and how many tensors of each LoRA applied."),
+                io.Clip.Output("base_clip", tooltip="The base text encoder, for the empty prompt of model guidance."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, base_checkpoint, finetuned_checkpoint, **slots) -> io.NodeOutput:
+        loras = [(slots[f"lora_{i}"], slots[f"strength_{i}"]) for i in range(1, LORA_SLOTS + 1)
+                 if slots[f"lora_{i}"] != NONE]
+        ft = None if finetuned_checkpoint == NONE else finetuned_checkpoint
+        pair = load_pair(base_checkpoint, ft, loras)
+        return io.NodeOutput(pair.base, pair.finetuned, pair.clip, pair.vae, pair.report, pair.base_clip)
+
+
+NODES = [FineXtractDualModelLoader]

@@ -1,0 +1,264 @@
+"""Real-host test harness: a real ComfyUI process on 127.0.0.1, driven over HTTP.
+
+Fixtures (all session-scoped, all skip with a reason when ``COMFYUI_PATH`` is unset):
+
+- ``comfy_models``: a folder of model files built with ComfyUI's own classes by
+  ``build_models.py`` (random weights, SD1.5 architecture; see its docstring). Cached between
+  sessions under ``$FINEXTRACT_TEST_CACHE`` (default ``~/.cache/finextract-host-tests``), keyed by
+  the builder's source, so it is built once (~40 s). Attributes: ``root``, ``checkpoints`` (role →
+  file name: ``base``, ``finetuned``, ``other_family``, ``corrupt``), ``loras`` (format → file name:
+  ``kohya``, ``diffusers``, ``peft``, ``nomatch``).
+- ``comfy``: a :class:`ComfyClient` bound to a ComfyUI started with
+  ``$COMFYUI_PYTHON main.py --cpu --listen 127.0.0.1 --port <free 8190-8199> --base-directory <tmp>``
+  and ``--extra-model-paths-config`` pointing ``checkpoints``/``loras`` at ``comfy_models``. The
+  pack is loaded from this checkout through a symlink in ``<tmp>/custom_nodes`` (a
+  ``custom_nodes:`` entry in the yaml would load every sibling folder of the checkout too).
+  ``COMFYUI_PYTHON`` defaults to the interpreter running the tests.
+
+Usage in a test::
+
+    def test_x(comfy, comfy_models):
+        result = comfy.run(graph)              # raises HostError with ComfyUI's message on failure
+        error = comfy.run_expect_error(graph)  # returns the error text; fails if the run succeeded
+        comfy.object_info()["FineXtractGuider"]
+        comfy.view(image_dict)                 # bytes of an output file
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+PORTS = range(8190, 8200)
+STARTUP_TIMEOUT_S = float(os.environ.get("FINEXTRACT_HOST_STARTUP_S", "240"))
+
+
+class HostError(AssertionError):
+    """A prompt ComfyUI refused or failed; ``message`` is ComfyUI's own text."""
+
+    def __init__(self, message: str, details=None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+def _comfyui_path() -> pathlib.Path:
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        pytest.skip("COMFYUI_PATH is unset: real-host tests need a ComfyUI 0.8.0 checkout")
+    path = pathlib.Path(path).resolve()
+    if not (path / "main.py").is_file():
+        pytest.fail(f"COMFYUI_PATH={path} holds no main.py")
+    return path
+
+
+def _python() -> str:
+    return os.environ.get("COMFYUI_PYTHON", sys.executable)
+
+
+def _free_port() -> int:
+    for port in PORTS:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail(f"no free port in {PORTS.start}-{PORTS.stop - 1} for ComfyUI")
+
+
+class ComfyClient:
+    """The few HTTP calls the tests need: /prompt, /history, /object_info, /view, /interrupt."""
+
+    def __init__(self, url: str, log_path: pathlib.Path, base_dir: pathlib.Path):
+        self.url = url
+        self.log_path = log_path
+        self.base_dir = base_dir
+        self.output_dir = base_dir / "output"
+        self.input_dir = base_dir / "input"
+        self.client_id = uuid.uuid4().hex
+
+    def _request(self, path: str, data: dict | None = None, timeout: float = 30):
+        body = None if data is None else json.dumps(data).encode()
+        req = urllib.request.Request(self.url + path, data=body,
+                                     headers={"Content-Type": "application/json"} if body else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def get_json(self, path: str):
+        status, body = self._request(path)
+        if status != 200:
+            raise HostError(f"GET {path} -> {status}: {body[:500]!r}")
+        return json.loads(body)
+
+    def object_info(self, node: str | None = None) -> dict:
+        return self.get_json("/object_info" + (f"/{node}" if node else ""))
+
+    def log(self) -> str:
+        """The server's stdout+stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def submit(self, graph: dict) -> str:
+        """Queue an API-format graph; returns the prompt id or raises with ComfyUI's validation
+        errors."""
+        status, body = self._request("/prompt", {"prompt": graph, "client_id": self.client_id})
+        reply = json.loads(body) if body else {}
+        if status != 200:
+            raise HostError(f"prompt refused ({status}): {json.dumps(reply)[:4000]}", reply)
+        return reply["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        """Poll /history until the prompt has finished; returns its history entry."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get_json(f"/history/{prompt_id}")
+            entry = history.get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None and (
+                    entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
+                return entry
+            time.sleep(0.25)
+        raise HostError(f"prompt {prompt_id} did not finish in {timeout} s\n{self.log()[-3000:]}")
+
+    @staticmethod
+    def error_of(entry: dict) -> str | None:
+        """ComfyUI's error message for a finished prompt, or None if it succeeded."""
+        status = entry.get("status", {})
+        if status.get("status_str") != "error":
+            return None
+        for kind, data in status.get("messages", []):
+            if kind == "execution_error":
+                return f"{data.get('exception_type')}: {data.get('exception_message')}"
+            if kind == "execution_interrupted":
+                return "interrupted"
+        return "error (no message)"
+
+    def run(self, graph: dict, timeout: float = 600) -> dict:
+        """Run a graph to completion; returns ``{node_id: ui_output}``. Raises HostError with
+        ComfyUI's message (and the log tail) on failure."""
+        entry = self.wait(self.submit(graph), timeout)
+        error = self.error_of(entry)
+        if error is not None:
+            raise HostError(f"{error}\n--- server log tail ---\n{self.log()[-4000:]}", entry)
+        return entry.get("outputs", {})
+
+    def run_expect_error(self, graph: dict, timeout: float = 600) -> str:
+        """Run a graph that must fail (at validation or execution); returns the error text."""
+        try:
+            prompt_id = self.submit(graph)
+        except HostError as err:
+            return err.message
+        error = self.error_of(self.wait(prompt_id, timeout))
+        if error is None:
+            raise AssertionError("the prompt succeeded but was expected to fail")
+        return error
+
+    def view(self, item: dict) -> bytes:
+        """Bytes of an output file described as in a ui output (filename, subfolder, type)."""
+        query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
+        status, body = self._request(f"/view?{query}")
+        if status != 200:
+            raise HostError(f"/view {query} -> {status}")
+        return body
+
+    def interrupt(self):
+        self._request("/interrupt", {})
+
+
+def _builder_key(full: bool) -> str:
+    digest = hashlib.sha256((HERE / "build_models.py").read_bytes()).hexdigest()[:16]
+    return f"{digest}-{'full' if full else 'small'}"
+
+
+def build_model_folder(comfyui: pathlib.Path, full: bool = False) -> pathlib.Path:
+    """Build (or reuse from the cache) the test model folder; returns its path."""
+    cache = pathlib.Path(os.environ.get("FINEXTRACT_TEST_CACHE",
+                                        pathlib.Path.home() / ".cache" / "finextract-host-tests"))
+    folder = cache / _builder_key(full)
+    if (folder / "manifest.json").is_file():
+        return folder
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="build-", dir=cache if cache.exists() else None))
+    cmd = [_python(), str(HERE / "build_models.py"), str(tmp)] + (["--full"] if full else [])
+    proc = subprocess.run(cmd, cwd=comfyui, capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"building test models failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(folder)
+    return folder
+
+
+class ModelFolder:
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        manifest = json.loads((root / "manifest.json").read_text())
+        self.checkpoints = {role: v["file"] for role, v in manifest["checkpoints"].items()}
+        self.families = {role: v["family"] for role, v in manifest["checkpoints"].items()}
+        self.loras = manifest["loras"]
+
+
+@pytest.fixture(scope="session")
+def comfy_models() -> ModelFolder:
+    return ModelFolder(build_model_folder(_comfyui_path()))
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_models, tmp_path_factory):
+    comfyui = _comfyui_path()
+    base = tmp_path_factory.mktemp("comfy-base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "comfyui-finextract").symlink_to(ROOT, target_is_directory=True)
+    extra = base / "extra_model_paths.yaml"
+    extra.write_text(
+        "finextract_tests:\n"
+        f"    checkpoints: {comfy_models.root / 'checkpoints'}\n"
+        f"    loras: {comfy_models.root / 'loras'}\n")
+    port = _free_port()
+    log_path = base / "server.log"
+    cmd = [_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--base-directory", str(base), "--extra-model-paths-config", str(extra),
+           "--disable-auto-launch", "--dont-print-server"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=comfyui, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    client = ComfyClient(f"http://127.0.0.1:{port}", log_path, base)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {proc.returncode} at startup:\n{client.log()[-4000:]}")
+            try:
+                client.get_json("/system_stats")
+                break
+            except (OSError, HostError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not answer in {STARTUP_TIMEOUT_S} s:\n{client.log()[-4000:]}")
+                time.sleep(0.5)
+        if any("IMPORT FAILED" in line and "comfyui-finextract" in line
+               for line in client.log().splitlines()):
+            pytest.fail(f"the pack failed to import:\n{client.log()[-4000:]}")
+        yield client
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,209 @@
+"""The miniature family is the same model in both worlds: given one checkpoint file, ComfyUI's own
+modules (loaded through its model detection, after ``nodes.mini_family.register()``) and our plain
+torch modules give the same UNet ε, text context and VAE decode/encode; and a real ComfyUI samples
+with the file through the stock CheckpointLoaderSimple → KSampler → VAEDecode graph over HTTP.
+
+In-process tests import ComfyUI as a library, so they need its interpreter:
+``COMFYUI_PATH=/work/comfyui /work/comfyenv/bin/python -m pytest tests/host/test_mini_family.py``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from finextract.miniature import model as mini
+from finextract.miniature.tokenizer import tokenize
+
+SHIPPED = pathlib.Path(mini.__file__).with_name("weights") / "mini_base.safetensors"
+PROMPTS = ["a photo of a sks dog", "", "A  Painting, of Trees at dusk!! 1984 café"]
+
+
+def _comfy():
+    """ComfyUI's python package, imported in this process on the CPU (skip where impossible)."""
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        pytest.skip("COMFYUI_PATH is unset: host tests need a ComfyUI 0.8.0 checkout")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    try:
+        from comfy.cli_args import args
+
+        args.cpu = True
+        import comfy.sd
+
+        from finextract.nodes import mini_family
+    except ImportError as exc:
+        pytest.skip(f"ComfyUI not importable by this interpreter ({exc}); run with ComfyUI's python")
+
+    mini_family.register()
+    return comfy, mini_family
+
+
+def _randomized_checkpoint(path: pathlib.Path) -> pathlib.Path:
+    """A checkpoint whose every weight is random (the seeded init zeroes residual outputs, which
+    would hide differences), stored in fp16 as the shipped base is: ComfyUI keeps the text encoder
+    in fp16 on the CPU, so fp32 weights would differ by their fp16 rounding (~1e-4) there."""
+    models = mini.build_models(seed=0)
+    gen = torch.Generator().manual_seed(1)
+    for module in models:
+        for p in module.parameters():
+            p.data = torch.randn(p.shape, generator=gen) * 0.15
+    mini.save_checkpoint(path, *models, dtype=torch.float16)
+    return path
+
+
+@pytest.fixture(scope="module", params=["random", "shipped"])
+def checkpoint(request, tmp_path_factory):
+    if request.param == "shipped":
+        if not SHIPPED.is_file():
+            pytest.skip(f"{SHIPPED} not there yet (trained by the miniature training step)")
+        return SHIPPED
+    return _randomized_checkpoint(tmp_path_factory.mktemp("mini") / "mini_random.safetensors")
+
+
+@pytest.fixture(scope="module")
+def both_worlds(checkpoint):
+    comfy, _ = _comfy()
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint))
+    return mini.load_pipeline(checkpoint), model, clip, vae
+
+
+def _close(actual, expected, rel=1e-4):
+    scale = expected.abs().max().item()
+    assert scale > 0
+    assert (actual - expected).abs().max().item() <= rel * scale
+
+
+def test_tokenizer_ids_equal_sd1tokenizer():
+    comfy, _ = _comfy()
+    from comfy.sd1_clip import SD1Tokenizer
+
+    reference = SD1Tokenizer()
+    prompts = PROMPTS[:2] + ["Hello, World!! 123 café", "a rare token xyzzq in a jungle of 2 ferns"]
+    for prompt, ids in zip(prompts, tokenize(prompts)):
+        assert [t for t, _ in reference.tokenize_with_weights(prompt)["l"][0]] == ids.tolist()
+
+
+def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
+    comfy, mini_family = _comfy()
+    import comfy.supported_models
+
+    before = list(comfy.supported_models.models)
+    mini_family.register()
+    assert comfy.supported_models.models == before
+    assert before.count(mini_family.MiniLDM) == 1 and before[-1] is mini_family.MiniLDM
+    _, model, _, vae = both_worlds
+    assert type(model.model.model_config) is mini_family.MiniLDM
+    assert model.model.model_type.name == "EPS"
+    assert model.model.latent_format.scale_factor == 1.0 and model.model.latent_format.latent_channels == 4
+    assert vae.downscale_ratio == vae.upscale_ratio == 4
+
+
+def test_schedule_equal(both_worlds):
+    pipe, model, _, _ = both_worlds
+    sigmas = model.model.model_sampling.sigmas.double()  # ComfyUI keeps σ_t = √((1 − ᾱ_t) / ᾱ_t)
+    torch.testing.assert_close(1 / (1 + sigmas ** 2), pipe.alphas_cumprod.double(), rtol=1e-6, atol=0)
+
+
+def test_text_context_equal(both_worlds):
+    pipe, _, clip, _ = both_worlds
+    ours = pipe.encode_text(PROMPTS)
+    for i, prompt in enumerate(PROMPTS):
+        theirs = clip.encode_from_tokens(clip.tokenize(prompt))
+        assert theirs.shape == (1, 77, 64)
+        _close(theirs[0].float(), ours[i])
+
+
+def test_unet_eps_equal(both_worlds):
+    pipe, model, _, _ = both_worlds
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 16, 16, generator=gen)
+    t = torch.tensor([1.0, 400.0, 999.0])
+    context = pipe.encode_text(PROMPTS)
+    with torch.no_grad():
+        theirs = model.model.diffusion_model(x, timesteps=t, context=context, transformer_options={})
+        ours = pipe.eps(x, t, context)
+    _close(theirs.float(), ours)
+
+
+def test_vae_decode_and_encode_equal(both_worlds):
+    pipe, _, _, vae = both_worlds
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    ours = pipe.decode(latents)
+    theirs = vae.decode(latents)
+    assert theirs.shape == (2, 64, 64, 3)
+    _close(theirs.float(), ours, rel=1e-3)
+    images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(4))
+    _close(vae.encode(images).float(), pipe.encode(images), rel=1e-3)
+
+
+def test_other_vaes_untouched(comfy_models):
+    """With the family registered, an SD1.5 VAE still loads with SD's own ddconfig (8×)."""
+    comfy, mini_family = _comfy()
+    import comfy.utils
+
+    sd = comfy.utils.load_torch_file(str(comfy_models.root / "checkpoints" / comfy_models.checkpoints["base"]))
+    vae_sd = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
+    assert not mini_family.is_mini_vae(vae_sd)
+    vae = comfy.sd.VAE(sd=vae_sd)
+    assert vae.downscale_ratio == vae.upscale_ratio == 8
+    assert vae.first_stage_model.decoder.conv_in.weight.shape == vae_sd["decoder.conv_in.weight"].shape
+
+
+def test_vae_file_of_the_family_loads_alone(checkpoint, both_worlds):
+    """A VAE-only state dict of the family (what VAELoader reads) gets the family's ddconfig."""
+    comfy, _ = _comfy()
+    import safetensors.torch
+
+    prefix = "first_stage_model."
+    vae_sd = {k[len(prefix):]: v for k, v in safetensors.torch.load_file(str(checkpoint)).items()
+              if k.startswith(prefix)}
+    vae = comfy.sd.VAE(sd=vae_sd)
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    _close(vae.decode(latents).float(), both_worlds[0].decode(latents), rel=1e-3)
+
+
+def test_stock_graph_samples_over_http(comfy, tmp_path):
+    """CheckpointLoaderSimple + CLIPTextEncode + KSampler + VAEDecode on a mini checkpoint in a real
+    ComfyUI. EmptyLatentImage divides by 8, so 128×128 asks for the family's 16×16 latent (64 px)."""
+    folder = comfy.base_dir / "models" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "finextract_mini_random.safetensors"
+    _randomized_checkpoint(folder / name)
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a sks dog", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 2}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "seed": 0, "steps": 3, "cfg": 3.0, "sampler_name": "ddim", "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "mini"}},
+    }
+    outputs = comfy.run(graph)
+    images = [Image.open(io.BytesIO(comfy.view(item))) for item in outputs["7"]["images"]]
+    assert [im.size for im in images] == [(64, 64), (64, 64)]
+    assert np.asarray(images[0]).std() > 0
+
+
+def test_kohya_lora_names_map_onto_the_unet(both_worlds):
+    """ComfyUI's LoRA loader finds every attention projection of this UNet under the kohya names
+    (``lora_unet_<path with _>``) the family's LoRA files use."""
+    comfy, _ = _comfy()
+    import comfy.lora
+
+    pipe, model, _, _ = both_worlds
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    names = [k[:-len(".weight")] for k in pipe.unet.state_dict()
+             if ".attn" in k and k.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"))]
+    assert len(names) == 4 * 2 * 4  # 4 transformers (ds=2 ×3, middle) × attn1/attn2 × q/k/v/out
+    for name in names:
+        assert key_map["lora_unet_" + name.replace(".", "_")] == f"diffusion_model.{name}.weight"

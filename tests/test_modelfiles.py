@@ -1,0 +1,50 @@
+"""Model-file provenance and LoRA key spellings (host-agnostic parts of the loader)."""
+import json
+
+from finextract.modelfiles import (applied_tensors, file_record, file_sha256, generation_record,
+                                   with_diffusers_aliases)
+from finextract.modelfiles import provenance
+
+
+def test_diffusers_aliases_cover_peft_spellings():
+    key_map = {
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_k": "diffusion_model.a.weight",
+        "unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out": "diffusion_model.b.weight",
+        "lora_unet_down_blocks_0_resnets_0_conv1": "diffusion_model.c.weight",
+    }
+    out = with_diffusers_aliases(key_map)
+    assert out["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"] == "diffusion_model.a.weight"
+    assert out["base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"] == "diffusion_model.a.weight"
+    assert out["unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0"] == "diffusion_model.b.weight"
+    assert all(out[k] == v for k, v in key_map.items())
+    assert len(out) == len(key_map) + 4
+
+
+def test_applied_tensors_by_module_name_in_every_spelling():
+    modules = {"lora_unet_a_attn2_to_k", "unet.a.attn2.processor.to_k", "unet.b.attn2.to_v"}
+    keys = ["lora_unet_a_attn2_to_k.lora_down.weight", "lora_unet_a_attn2_to_k.alpha",
+            "unet.a.attn2.processor.to_k_lora.up.weight", "unet.b.attn2.to_v.lora_A.weight",
+            "lora_unet_nowhere_to_k.lora_down.weight", "unet.a.attn2.to_q.lora_B.weight"]
+    assert applied_tensors(keys, modules) == keys[:4]
+
+
+def test_sha256_is_cached_per_size_and_mtime(tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(b"abc")
+    first = file_sha256(str(path))
+    assert first == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    cached = [v for k, v in provenance._SHA_CACHE.items() if k[0] == str(path.resolve())]
+    assert cached == [first]
+    path.write_bytes(b"abcd")  # new size: hashed again
+    assert file_sha256(str(path)) != first
+    assert file_record(str(path), "m.safetensors")["bytes"] == 4
+
+
+def test_generation_record_is_json_and_complete():
+    record = generation_record({"base": {"file": "b", "sha256": "0" * 64}}, method="finextract", w=3.0,
+                               k=-0.02, seed=1, start=0, count=50, steps=50, sampler="ddim",
+                               scheduler="ddim_uniform", width=512, height=512, batch_size=4,
+                               latent_shape=[4, 64, 64])
+    again = json.loads(json.dumps(record))
+    assert again == record
+    assert record["pack_version"] and "derive_seed" in record["per_image_seed_rule"]
