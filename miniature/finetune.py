@@ -249,25 +249,25 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
     subject coarsely). Stage 2: full UNet fine-tune with that embedding frozen. Returns a pipeline
     whose text encoder carries the learned embedding (so the caption means what it was trained on)."""
     ids = encode(token)
-    if not ids:
-        raise ValueError(f"token {token!r} encodes to nothing")
-    if not set(ids) <= set(tokenize([caption])[0].tolist()):
+    prompt = tokenize([caption])
+    positions = torch.isin(prompt[0], torch.tensor(ids, dtype=torch.long))
+    if not ids or not positions.any():
         raise ValueError(f"caption {caption!r} does not contain the token {token!r}")
     text = copy.deepcopy(pipe.text)
     table = text.embeddings.token_embedding.weight
-    original = table.detach().clone()
-    rows = torch.zeros(len(table), 1)
-    rows[ids] = 1.0
-    table.requires_grad_(True)
-    table.register_hook(lambda g: g * rows)
+    learned = table[ids].detach().clone().requires_grad_(True)  # starts at the token's own embedding
+    slot = torch.tensor([ids.index(i) for i in prompt[0][positions].tolist()])
+
+    def context():
+        embeds = table[prompt].detach().clone()
+        embeds[0, positions] = learned[slot]
+        return text.from_token_embeddings(embeds)
     unet = copy.deepcopy(pipe.unet).requires_grad_(False)
-    ids_batch = tokenize([caption])
-    _denoising_steps(pipe, unet, images, lambda: text(ids_batch), [table], inversion_steps,
-                     inversion_lr, seed, augment, log_every)
-    with torch.no_grad():  # AdamW never touches rows whose gradient is zero, but be exact
-        table.copy_(original * (1 - rows) + table * rows)
-    table.requires_grad_(False)
-    context = text(ids_batch).detach()
+    _denoising_steps(pipe, unet, images, context, [learned], inversion_steps, inversion_lr, seed,
+                     augment, log_every)
+    with torch.no_grad():
+        table[ids] = learned.detach()
+    context = text(prompt).detach()
     unet.requires_grad_(True).train()
     _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed + 1,
                      augment, log_every)

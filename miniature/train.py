@@ -8,7 +8,8 @@ Why each choice:
 - VAE: L1 + MSE reconstruction with a tiny KL (LDM's recipe without the GAN/LPIPS terms, which
   would need downloaded networks). Trained on random 32 px crops first (4× cheaper, the network is
   convolutional) then on full 64 px images so the mid-block attention sees its real token count.
-  Then the latent std is folded into quant_conv / post_quant_conv (:func:`fold_latent_scale`) so
+  Then the per-channel latent std is folded into quant_conv / post_quant_conv
+  (``MiniVAE.fold_latent_scale``) so
   the UNet sees unit-std latents with SD's scale factor set to 1.0.
 - UNet: SD1's eps objective on the scaled-linear schedule, 10 % caption dropout to "" (the
   unconditional branch classifier-free guidance and FineXtract's Eq. 13 need), an EMA of the
@@ -84,23 +85,6 @@ def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """Posterior means of ``images`` (N, 4, 16, 16)."""
     return torch.cat([vae.encode(to_model_images(images[i:i + batch]))
                       for i in range(0, len(images), batch)])
-
-
-@torch.no_grad()
-def fold_latent_scale(vae, latents: torch.Tensor) -> None:
-    """Fold per-channel latent std into the VAE (no mean shift, as SD1), in place.
-
-    quant_conv's mean half is divided by s (so encoded latents get unit std), its log-variance half
-    shifted by -2 log s (the posterior scales with the mean), and post_quant_conv's input weights
-    multiplied by s, so decode(encode(x)) is unchanged and SD's scale factor becomes 1.0.
-    """
-    s = latents.std(dim=(0, 2, 3))
-    c = len(s)
-    qw, qb = vae.quant_conv.weight, vae.quant_conv.bias
-    qw[:c] /= s[:, None, None, None]
-    qb[:c] /= s
-    qb[c:] -= 2.0 * s.log()
-    vae.post_quant_conv.weight *= s[None, :, None, None]
 
 
 def train_unet(unet, text, latents: torch.Tensor, captions: list[str], steps: int, batch: int,
@@ -181,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.stage == "vae":
         train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps)
-        fold_latent_scale(vae, encode_latents(vae, images[:2000]))
+        with torch.no_grad():
+            vae.fold_latent_scale(encode_latents(vae, images[:2000]).std(dim=(0, 2, 3)))
         save_checkpoint(a.out, unet, text, vae, {"finextract.stage": "vae"})
         _log(f"wrote {a.out}")
         return
