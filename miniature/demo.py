@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..clustering import cluster, load_descriptor
-from ..clustering.metrics import average_similarity, extraction_success_rate
+from ..clustering import evaluate, extract, load_descriptor, render_report
+from ..clustering.report import build_report, write_report
 from .ddim import sample_latents
 from .finetune import load_lora
 from .model import MiniPipeline, load_pipeline
@@ -28,10 +28,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 BASE = HERE / "weights" / "mini_base.safetensors"
 CONCEPTS = HERE / "concepts"
 DEMO_CONCEPT = "mosaic"
-THRESHOLDS = (0.6, 0.7, 0.75)
-"""The paper's A-ESR thresholds, plus 0.75, the SSCD authors' own copy threshold."""
-
-
 def load_concept(name: str, folder: pathlib.Path = CONCEPTS) -> tuple[np.ndarray, str]:
     """A shipped concept set: its training images (N0, 64, 64, 3) in [0, 1] and caption."""
     d = folder / name
@@ -51,8 +47,8 @@ def _progress(label: str):
     return report
 
 
-def _grid(rows: list[np.ndarray], labels: list[list[str]] | None = None) -> Image.Image:
-    """Rows of 64 px images on a white sheet (labels unused by design: the JSON carries numbers)."""
+def _grid(rows: list[np.ndarray]) -> Image.Image:
+    """Rows of 64 px images on a white sheet, shown at 2×."""
     cols = max(len(r) for r in rows)
     sheet = np.ones((len(rows) * 68, cols * 68, 3), np.float32)
     for r, row in enumerate(rows):
@@ -62,22 +58,18 @@ def _grid(rows: list[np.ndarray], labels: list[list[str]] | None = None) -> Imag
                                                                           Image.NEAREST)
 
 
-def extract(fine_tuned: MiniPipeline, base: MiniPipeline, caption: str, n0: int, n: int, method: str,
-            w: float, k: float, steps: int, seed: int, descriptor, label: str):
-    """Generate ``n`` images with ``method``, embed them, cluster into ``n0`` and return
-    (all images, their descriptors, ClusterResult)."""
+def extract_images(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption: str, n0: int, n: int,
+                   method: str, w: float, k: float, steps: int, seed: int, descriptor, label: str):
+    """Generate ``n`` images with ``method`` (``ddim.guided_eps``), embed them with SSCD and cluster
+    them into ``n0`` cliques. Returns (all images (n, 64, 64, 3), clustering Extraction)."""
     latents = sample_latents(fine_tuned, base, caption, method, range(n), seed, w=w, k=k, steps=steps,
                              progress=_progress(f"{label}: sampling"))
     images = torch.cat([fine_tuned.decode(latents[i:i + 100]) for i in range(0, n, 100)]).numpy()
-    desc = descriptor.embed(images, progress=_progress(f"{label}: SSCD"))
-    return images, desc, cluster(desc, n0)
+    stages = {}
 
-
-def scores(train_desc: torch.Tensor, extracted_desc: torch.Tensor) -> dict:
-    sim = train_desc @ extracted_desc.T
-    return {"AS": float(average_similarity(sim)),
-            **{f"A-ESR@{t}": float(extraction_success_rate(sim, t)) for t in THRESHOLDS},
-            "best_match_per_training_image": sim.max(dim=1).values.tolist()}
+    def progress(stage, done, total):
+        stages.setdefault(stage, _progress(f"{label}: {stage}"))(done, total)
+    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=16, progress=progress)
 
 
 def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = None, steps: int = 20,
@@ -94,29 +86,37 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
     fine_tuned = load_lora(base, HERE / "weights" / f"mini_lora_{concept}.safetensors")
     descriptor = load_descriptor()
     train_desc = descriptor.embed(train_images)
-    images, desc, clusters = extract(fine_tuned, base, caption, n0, n, "finextract", w, k, steps, seed,
-                                     descriptor, "FineXtract")
-    extracted = images[clusters.indices]
-    report = {"concept": concept, "caption": caption, "n0": n0, "n": n, "ddim_steps": steps,
-              "method": "finextract", "w": w, "k": k, "seed": seed, "descriptor": descriptor.name,
-              "finextract": scores(train_desc, desc[clusters.indices]),
-              "clustering": {k_: v for k_, v in clusters.to_dict().items() if k_ != "trials"}}
+    images, ex = extract_images(fine_tuned, base, caption, n0, n, "finextract", w, k, steps, seed, descriptor,
+                                "FineXtract")
+    extracted = images[ex.result.indices]
+    metrics = evaluate(train_desc, ex.descriptors[[ex.candidates.index(i) for i in ex.result.indices]])
+    provenance = {"demo": f"bundled base + bundled LoRA of concept {concept!r}", "caption": caption, "n0": n0,
+                  "n": n, "ddim_steps": steps, "method": "finextract (Eq. 13)", "w": w, "k": k, "seed": seed}
     rows = [train_images, extracted]
     if control:
-        c_images, c_desc, c_clusters = extract(base, base, caption, n0, n, "direct", 1.0, 0.0, steps, seed,
-                                               descriptor, "base-model control")
-        report["base_control"] = scores(train_desc, c_desc[c_clusters.indices])
-        rows.append(c_images[c_clusters.indices])
+        c_images, c_ex = extract_images(base, None, caption, n0, n, "direct", 1.0, 0.0, steps, seed, descriptor,
+                                        "base-model control")
+        c_desc = c_ex.descriptors[[c_ex.candidates.index(i) for i in c_ex.result.indices]]
+        provenance["base_model_control"] = {"method": "direct on the base model, same caption and seeds",
+                                            "metrics": evaluate(train_desc, c_desc)["raw"]}
+        rows.append(c_images[c_ex.result.indices])
+    report = build_report(metrics, descriptor.name, provenance, ex.summary(),
+                          [f"{concept}/{i:02d}.png" for i in range(n0)])
     out.mkdir(parents=True, exist_ok=True)
     (out / "extracted").mkdir(exist_ok=True)
     for i, img in enumerate(extracted):
         Image.fromarray((img * 255).round().astype(np.uint8)).save(out / "extracted" / f"{i:02d}.png")
     _grid(rows).save(out / "grid.png")
+    raw = metrics["raw"]
+    render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"]).save(
+        out / "pairs.png")
     report["seconds"] = round(time.monotonic() - t0, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    fx = report["finextract"]
-    print(f"AS {fx['AS']:.3f}  " + "  ".join(f"A-ESR@{t} {fx[f'A-ESR@{t}']:.2f}" for t in THRESHOLDS)
-          + (f"   (base-model control AS {report['base_control']['AS']:.3f})" if control else ""))
-    print(f"grid (rows: training images, extracted{', base control' if control else ''}): {out / 'grid.png'}")
-    print(f"report: {out / 'report.json'}  ({report['seconds']:.0f} s)")
+    path = write_report(report, str(out))
+    print(f"AS {raw['AS']:.3f}  " + "  ".join(f"A-ESR@{t} {v:.2f}" for t, v in raw["A-ESR"].items())
+          + f"  copies@0.75 {raw['copy_rate@0.75']:.2f}"
+          + (f"   (base-model control AS {provenance['base_model_control']['metrics']['AS']:.3f})"
+             if control else ""))
+    print(f"pairs: {out / 'pairs.png'}   grid (rows: training, extracted{', base control' if control else ''}): "
+          f"{out / 'grid.png'}")
+    print(f"report: {path}  ({report['seconds']:.0f} s)")
     return report

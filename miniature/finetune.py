@@ -129,7 +129,8 @@ def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, co
     return losses
 
 
-def _with_unet(pipe: MiniPipeline, unet: nn.Module, text: nn.Module | None = None) -> MiniPipeline:
+def with_unet(pipe: MiniPipeline, unet: nn.Module, text: nn.Module | None = None) -> MiniPipeline:
+    """``pipe`` with another UNet (and text encoder), sharing its VAE."""
     return MiniPipeline(unet.eval(), (text or pipe.text).eval(), pipe.vae)
 
 
@@ -142,7 +143,7 @@ def dreambooth(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int 
     context = pipe.encode_text([caption])
     _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed,
                      augment, log_every)
-    return _with_unet(pipe, unet)
+    return with_unet(pipe, unet)
 
 
 # ---------------------------------------------------------------- LoRA (kohya format)
@@ -220,7 +221,7 @@ def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: floa
 
 def load_lora(pipe: MiniPipeline, path, strength: float = 1.0) -> MiniPipeline:
     """The base pipeline with the LoRA file ``path`` merged into its UNet."""
-    return _with_unet(pipe, merge_lora(pipe.unet, safetensors.torch.load_file(str(path)), strength))
+    return with_unet(pipe, merge_lora(pipe.unet, safetensors.torch.load_file(str(path)), strength))
 
 
 def train_lora(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int | None = None,
@@ -271,4 +272,4 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
     unet.requires_grad_(True).train()
     _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed + 1,
                      augment, log_every)
-    return _with_unet(pipe, unet, text)
+    return with_unet(pipe, unet, text)

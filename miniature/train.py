@@ -55,15 +55,23 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float = 1e-6) -> tuple[torch.Tenso
 
 
 def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, seed: int,
-              crop_steps: int) -> None:
-    """Train ``vae`` in place: ``crop_steps`` steps on random 32 px crops, then full images."""
+              crop_steps: int, decoder_only: bool = False) -> None:
+    """Train ``vae`` in place: ``crop_steps`` steps on random 32 px crops, then full images.
+
+    ``decoder_only`` trains post_quant_conv + decoder on a frozen encoder (as SD's ft-MSE VAE was
+    made): the latent space stays fixed, so this can run beside, or after, UNet pretraining."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    params = (list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+              if decoder_only else list(vae.parameters()))
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     data = to_model_images(images)
-    with torch.no_grad():  # start with a near-deterministic posterior (std e^-4): with the init's
-        vae.quant_conv.bias[vae.quant_conv.out_channels // 2:] = -8.0  # unit std, L1 stalled at 0.23
+    if not decoder_only:
+        with torch.no_grad():  # start with a near-deterministic posterior (std e^-4)
+            vae.quant_conv.bias[vae.quant_conv.out_channels // 2:] = -8.0
     vae.train()
+    vae.encoder.requires_grad_(not decoder_only)
+    vae.quant_conv.requires_grad_(not decoder_only)
     for step in range(steps):
         idx = torch.randint(0, len(data), (batch,), generator=gen)
         x = data[idx]
@@ -142,12 +150,15 @@ def main(argv: list[str] | None = None) -> None:
                    "unet: pretrain the UNet on the VAE of --init")
     p.add_argument("--out", type=pathlib.Path, default=BASE_CHECKPOINT)
     p.add_argument("--init", type=pathlib.Path, help="checkpoint whose VAE (and, for unet, text encoder) to use")
-    p.add_argument("--resume", action="store_true", help="unet: start from --init's UNet instead of a fresh one")
+    p.add_argument("--resume", action="store_true", help="unet: start from --init's UNet instead of a fresh one "
+                   "(the vae stage always keeps --init's UNet)")
     p.add_argument("--images", type=int, default=20000, help="pretraining set size")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--crop-steps", type=int, default=0, help="vae: steps on 32 px crops first")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="vae: fine-tune only the decoder of --init (latent space unchanged, UNet stays valid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=0)
@@ -160,14 +171,16 @@ def main(argv: list[str] | None = None) -> None:
     if a.init is not None:
         pipe = load_pipeline(a.init)
         vae, text = pipe.vae, pipe.text
-        if a.resume:
+        if a.resume or a.stage == "vae":
             unet = pipe.unet
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.stage == "vae":
-        train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps)
-        with torch.no_grad():
-            vae.fold_latent_scale(encode_latents(vae, images[:2000]).std(dim=(0, 2, 3)))
-        save_checkpoint(a.out, unet, text, vae, {"finextract.stage": "vae"})
+        train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps, a.decoder_only)
+        if not a.decoder_only:
+            with torch.no_grad():
+                vae.fold_latent_scale(encode_latents(vae, images[:2000]).std(dim=(0, 2, 3)))
+        save_checkpoint(a.out, unet, text, vae, {"finextract.stage": "vae-decoder" if a.decoder_only else "vae"},
+                        dtype=torch.float16 if a.decoder_only else None)
         _log(f"wrote {a.out}")
         return
     from .model import alphas_cumprod
