@@ -6,6 +6,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "demo": (".cli.demo", "audit the bundled miniature LoRA with FineXtract (CPU, minutes)"),
     "audit": (".cli.audit", "audit checkpoints/LoRAs headless through ComfyUI as a library"),
 }
 """command → (module relative to this package, one-line help)."""

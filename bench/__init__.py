@@ -1,2 +1,2 @@
-"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print figures measured side by
-side in one run. Not tests."""
+"""Benchmarks: commands (``python -m finextract.bench.<name>``) that print measurements taken side
+by side in one run. Not tests."""
