@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import pathlib
 import sys
 from dataclasses import dataclass, field
@@ -85,10 +84,11 @@ def run_identity(record: dict, n: int) -> dict:
 
 
 def summary_rows(results: list[dict], tau: float, max_aesr: float) -> list[dict]:
+    """One row per model; ``results[i]["metrics"]`` is the report's raw metrics (AS, A-ESR by τ)."""
     rows = []
     for r in results:
-        aesr = r["metrics"]["a_esr"][str(tau)] if isinstance(r["metrics"]["a_esr"], dict) else r["metrics"]["a_esr"]
-        rows.append({"model": r["name"], "n0": r["n0"], "n": r["n"], "as": round(r["metrics"]["as"], 4),
+        aesr = r["metrics"]["A-ESR"][f"{tau:g}"]
+        rows.append({"model": r["name"], "n0": r["n0"], "n": r["n"], "as": round(r["metrics"]["AS"], 4),
                      f"a_esr@{tau}": round(aesr, 4), "verdict": "LEAKS" if aesr > max_aesr else "ok",
                      "report": r["report"]})
     return rows
@@ -211,7 +211,3 @@ def load_generation(out: pathlib.Path):
     if not paths:
         raise SystemExit(f"--merge: no shard files in {out / 'shards'}")
     return merge_shards(paths)
-
-
-def dump_json(path: pathlib.Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))

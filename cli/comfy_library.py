@@ -14,6 +14,8 @@ import pathlib
 import sys
 import time
 
+import torch
+
 
 class ComfyLibrary:
     def __init__(self, comfyui: pathlib.Path, cpu: bool = False, output_dir: pathlib.Path | None = None):
@@ -46,10 +48,12 @@ class ComfyLibrary:
         return path.name
 
     def run(self, node_id: str, **inputs):
-        """Execute one node; returns its outputs as a tuple."""
+        """Execute one node, under inference mode as ComfyUI's executor does; returns its
+        outputs as a tuple."""
         if node_id not in self.nodes:
             raise SystemExit(f"node {node_id} is not loaded (pack incomplete?): {sorted(self.nodes)}")
-        return tuple(self.nodes[node_id].execute(**inputs).result)
+        with torch.inference_mode():
+            return tuple(self.nodes[node_id].execute(**inputs).result)
 
     @staticmethod
     def terminal_progress(label: str):

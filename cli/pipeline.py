@@ -1,31 +1,30 @@
 """One model's audit through the pack's nodes, with ComfyUI as a library (see ``audit.py``)."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .audit import (ModelSpec, contiguous_runs, dump_json, generation_indices, load_generation,
-                    save_generation)
+from .audit import ModelSpec, contiguous_runs, generation_indices, load_generation, save_generation
 from .comfy_library import ComfyLibrary
 
 MAX_LORAS = 3
 
 
-def load_images(paths, size: int) -> torch.Tensor:
-    """Training images as a ComfyUI IMAGE batch (B, H, W, 3) in [0, 1]: RGB, centre-fitted to
-    ``size`` square (a batch needs one size; SSCD resizes again anyway)."""
-    arrays = [np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (size, size)), dtype=np.float32) / 255.0
-              for p in paths]
-    return torch.from_numpy(np.stack(arrays))
+def save_png(image: torch.Tensor, path) -> None:
+    """One ComfyUI IMAGE (H, W, 3 in [0, 1]) as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(path)
 
 
 class AuditPipeline:
     def __init__(self, args):
         self.args = args
         self.comfy = ComfyLibrary(args.comfyui, cpu=args.cpu, output_dir=args.out)
+        self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
 
     def load_pair(self, spec: ModelSpec):
         if len(spec.loras) > MAX_LORAS:
@@ -78,4 +77,26 @@ class AuditPipeline:
                 print(f"  saved {path}", file=sys.stderr)
                 return None
             run = {"n": n, **record}
-        return self.score(spec, out, pair, latents, run, load_images(training, a.size), n0)
+        return self.score(spec, pair[3], {"samples": latents, "finextract": run}, n0, n)
+
+    def score(self, spec: ModelSpec, vae, latent: dict, n0: int, n: int) -> dict:
+        """SSCDCluster on the N latents, then ExtractionMetrics against the training folder
+        (handed to the node as a subfolder of ComfyUI's input directory, as in the workflows)."""
+        a = self.args
+        ComfyLibrary.terminal_progress(f"  clustering {n} images into {n0}")
+        extracted, summary, clusters = self.comfy.run(
+            "FineXtractSSCDCluster", n0=n0, mode="fast", time_cap=30.0, centred=False, prefilter=False,
+            keep=0, chunk_size=8, latent=latent, vae=vae)
+        self.comfy.folder_paths.set_input_directory(str(spec.train.resolve().parent))
+        taus = sorted({0.6, 0.7, a.tau})
+        report_json, report_image = self.comfy.run(
+            "FineXtractExtractionMetrics", extracted=extracted, training_folder=spec.train.resolve().name,
+            taus=", ".join(f"{t:g}" for t in taus), centred=False,
+            filename_prefix=f"{spec.name}/report", clusters=clusters)
+        report = json.loads(report_json)
+        save_png(report_image[0], a.out / spec.name / "report.png")
+        for i, image in enumerate(extracted):  # the evidence: the N0 central images
+            save_png(image, a.out / spec.name / "extracted" / f"extracted-{i:03d}.png")
+        print(f"  {json.loads(summary)['sizes']} cluster sizes; report {report['report_path']}", file=sys.stderr)
+        return {"name": spec.name, "n0": n0, "n": n, "report": report["report_path"],
+                "metrics": report["metrics"]["raw"]}

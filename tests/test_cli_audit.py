@@ -39,9 +39,9 @@ def test_a_model_needs_exactly_one_kind_of_fine_tune(tmp_path):
 
 def test_summary_flags_models_above_the_threshold(tmp_path):
     results = [{"name": "a", "n0": 5, "n": 250, "report": "a/report.json",
-                "metrics": {"as": 0.71234, "a_esr": {"0.6": 0.4, "0.7": 0.2}}},
+                "metrics": {"AS": 0.71234, "A-ESR": {"0.6": 0.4, "0.7": 0.2}}},
                {"name": "b", "n0": 5, "n": 250, "report": "b/report.json",
-                "metrics": {"as": 0.3, "a_esr": {"0.6": 0.0, "0.7": 0.0}}}]
+                "metrics": {"AS": 0.3, "A-ESR": {"0.6": 0.0, "0.7": 0.0}}}]
     rows = summary_rows(results, 0.6, 0.0)
     assert [(r["model"], r["as"], r["a_esr@0.6"], r["verdict"]) for r in rows] == [
         ("a", 0.7123, 0.4, "LEAKS"), ("b", 0.3, 0.0, "ok")]

@@ -1,5 +1,7 @@
 """``finextract audit`` end to end with ComfyUI as a library (real nodes, real model files built by
 the harness, real SSCD), run as a subprocess exactly as a user's release script would."""
+import csv
+import hashlib
 import json
 import os
 import pathlib
@@ -57,3 +59,31 @@ def test_shards_merge_to_the_unsharded_run(tmp_path, model_args):
     assert two.shape == (4, 4, 8, 8)
     assert torch.equal(two, one), "image i must not depend on the shard making it"
     assert two.std() > 0
+
+
+def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_models):
+    out = tmp_path / "clean"
+    proc = audit(tmp_path, *model_args, *SMALL, "--out", str(out), "--max-aesr", "1.0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["model"] for r in summary] == ["dog"] and summary[0]["verdict"] == "ok"
+    report = json.loads((out / summary[0]["report"]).read_text())
+    lora = comfy_models.root / "loras" / comfy_models.loras["kohya"]
+    assert report["provenance"]["models"]["finetuned"]["finetune"]["loras"][0]["sha256"] == \
+        hashlib.sha256(lora.read_bytes()).hexdigest()
+    extracted = sorted((out / "dog" / "extracted").glob("*.png"))
+    assert len(extracted) == 2  # N0 = the two training images
+    assert "| dog | 2 | 4 |" in (out / "summary.md").read_text()
+    assert Image.open(out / "dog" / "report.png").size[0] > 64
+    # The same run audited against its own extracted images as the "training set": every
+    # training image is recovered, A-ESR@0.6 = 1 exceeds 0.5, the command must fail.
+    leaked = tmp_path / "leaked_train"
+    leaked.mkdir()
+    for path in extracted:
+        (leaked / path.name).write_bytes(path.read_bytes())
+    args = [a if a != model_args[model_args.index("--train") + 1] else str(leaked) for a in model_args]
+    proc = audit(tmp_path, *args, *SMALL, "--out", str(tmp_path / "leaky"), "--max-aesr", "0.5")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (row,) = csv.DictReader(open(tmp_path / "leaky" / "summary.csv"))
+    assert float(row["a_esr@0.6"]) == 1.0 and row["verdict"] == "LEAKS"
+    assert "A-ESR@0.6 above 0.5 for: dog" in proc.stderr
