@@ -39,6 +39,8 @@ class UIBuilder:
                 values.append("fixed")
             elif slot.role == "upload":
                 values.append("image")
+            elif slot.role == "extension":
+                values.append(None)
             elif given is None or isinstance(given, tuple):
                 options = slot.input.options
                 values.append(slot.input.opts.get("default", options[0] if options else ""))

@@ -14,6 +14,9 @@ companion whose value is saved right after theirs:
   the literal ``"image"``.
 Neither companion is sent to the server: only real inputs reach ``/prompt``.
 
+Frontend extensions may add widgets of their own after the declared ones
+(:data:`EXTENSION_WIDGETS`); their saved values are the frontend's business (``null`` here).
+
 The snapshot (``workflows/schema/object_info.json``) keeps the entries of the node types our
 workflows use, taken from a real ComfyUI by :func:`build_snapshot`. Combos that list files
 (checkpoints, LoRAs, input images) depend on the machine, so the snapshot marks them
@@ -37,6 +40,12 @@ FRONTEND_ONLY = {
              "input_order": {"required": ["text"]}, "output": [], "output_name": []},
     "MarkdownNote": {"input": {"required": {"text": ["STRING", {"multiline": True}]}},
                      "input_order": {"required": ["text"]}, "output": [], "output_name": []},
+}
+
+EXTENSION_WIDGETS = {
+    # Comfy.PreviewAny (core "Preview as Text"): markdown and plain previews, a previewMode toggle;
+    # the previews are never saved and the toggle reloads as null, so all three are stored null.
+    "PreviewAny": ("preview", "preview", "previewMode"),
 }
 
 PROBE_NAME = "zz-finextract-probe"
@@ -74,7 +83,7 @@ class InputSpec:
 @dataclass(frozen=True)
 class WidgetSlot:
     """One position of ``widgets_values``: the input it belongs to and its role
-    (``value``, ``control`` or ``upload``)."""
+    (``value``, ``control``, ``upload`` or ``extension``)."""
     input: InputSpec
     role: str = "value"
 
@@ -101,6 +110,8 @@ class NodeSchema:
                 slots.append(WidgetSlot(spec, "control"))
             if spec.has_upload:
                 slots.append(WidgetSlot(spec, "upload"))
+        for name in EXTENSION_WIDGETS.get(self.type, ()):
+            slots.append(WidgetSlot(InputSpec(name, "EXTENSION"), "extension"))
         return slots
 
 

@@ -50,6 +50,9 @@ def _check_slot(slot: WidgetSlot, value) -> str | None:
     if slot.role == "control":
         return None if value in CONTROL_VALUES else \
             f"{slot.input.name}: control value {value!r} is not one of {list(CONTROL_VALUES)}"
+    if slot.role == "extension":
+        return None if value is None or isinstance(value, bool) else \
+            f"{slot.input.name}: frontend widget holds {value!r}"
     if slot.role == "upload":
         return None if isinstance(value, str) else f"{slot.input.name}: upload widget value {value!r}"
     return check_value(slot.input, value)

@@ -29,14 +29,16 @@ def page(comfy):
     if not pathlib.Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    # A fresh user directory opens the template browser on first visit: mark the tour done.
-    request = urllib.request.Request(comfy.url + "/settings", method="POST",
-                                     data=json.dumps({"Comfy.TutorialCompleted": True}).encode())
+    # A fresh user directory opens the template browser on first visit: mark the tour done; and
+    # keep text drawn when a whole workflow is zoomed out to fit the screenshot.
+    settings = {"Comfy.TutorialCompleted": True, "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                "Comfy.Minimap.Visible": False}
+    request = urllib.request.Request(comfy.url + "/settings", method="POST", data=json.dumps(settings).encode())
     urllib.request.urlopen(request, timeout=30).close()
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
         page.events = []
         page.on("console", lambda m: page.events.append(("console", m.type, m.text)))
         page.on("pageerror", lambda e: page.events.append(("pageerror", "error", str(e))))
@@ -72,9 +74,12 @@ def test_workflow_loads_on_the_canvas(page, name):
     saved = page.evaluate("() => window.app.graph.serialize().nodes.map(n => [n.id, n.widgets_values ?? []])")
     assert dict(map(tuple, saved)) == {n["id"]: n.get("widgets_values", []) for n in workflow["nodes"]}
     prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
-    ours = to_api(workflow, Schemas.snapshot())
-    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
-        {k: (v["class_type"], v["inputs"]) for k, v in ours.items()}
+    schemas = Schemas.snapshot()
+    declared = {k: {i.name for i in schemas.get(v["class_type"]).inputs} for k, v in prompt.items()}
+    # frontend extensions may send extra keys of their own widgets (PreviewAny's 'preview'); the
+    # server reads declared inputs only, so those are what must agree
+    assert {k: (v["class_type"], {i: x for i, x in v["inputs"].items() if i in declared[k]})
+            for k, v in prompt.items()} == {k: (v["class_type"], v["inputs"]) for k, v in to_api(workflow, schemas).items()}
     page.evaluate("""() => {
         const nodes = window.app.graph.nodes;
         const x0 = Math.min(...nodes.map(n => n.pos[0])), y0 = Math.min(...nodes.map(n => n.pos[1] - 30));
