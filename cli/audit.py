@@ -1,0 +1,213 @@
+"""``finextract audit``: audit one or many fine-tunes headless, for release scripts and platforms.
+
+    finextract audit --comfyui ~/ComfyUI --base sd15.safetensors --lora mine.safetensors \\
+        --train ./my_training_images --caption "a photo of sks dog" --out audit/ --max-aesr 0.0
+
+or many models from a CSV manifest (columns ``name, base, finetuned, lora, train, caption``;
+``lora`` may list several ``file[:strength]`` separated by ``;``). It runs the pack's own nodes
+(DualModelLoader → ModelGuidanceSampler → SSCDCluster → ExtractionMetrics) through ComfyUI as a
+library, writes ``<out>/<name>/`` (report JSON + image) per model and ``<out>/summary.csv`` +
+``summary.md``, and exits 1 when a model's A-ESR@τ exceeds ``--max-aesr``.
+
+Across machines: ``--shard i/n`` (0-based) generates only the images ``shard_indices(N, i, n)``
+of every model and saves them to ``<out>/<name>/shards/``; ``--merge`` then reads all shards
+(checking they form one complete run), clusters the union and scores it. Image i is the same
+whichever shard makes it, so sharded + merged == unsharded.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import pathlib
+import sys
+from dataclasses import dataclass, field
+
+from ..sampling.driver import shard_indices
+from .shards import merge_shards, parse_shard, save_shard
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+RUN_KEYS_NOT_IDENTITY = ("start", "count", "batch_size")
+"""Generation-record fields that differ between shards of one run."""
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    base: pathlib.Path
+    train: pathlib.Path
+    caption: str
+    finetuned: pathlib.Path | None = None
+    loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
+
+    def training_images(self) -> list[pathlib.Path]:
+        if not self.train.is_dir():
+            raise SystemExit(f"{self.name}: training folder {self.train} does not exist")
+        images = sorted(p for p in self.train.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SystemExit(f"{self.name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.train}")
+        return images
+
+
+def parse_lora(text: str) -> tuple[pathlib.Path, float]:
+    path, _, strength = text.partition(":")
+    return pathlib.Path(path), float(strength) if strength else 1.0
+
+
+def read_manifest(path: pathlib.Path) -> list[ModelSpec]:
+    """Models listed in a CSV manifest (relative paths are relative to the manifest)."""
+    root = path.parent
+    specs = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            loras = [parse_lora(x.strip()) for x in (row.get("lora") or "").split(";") if x.strip()]
+            specs.append(ModelSpec(
+                name=row["name"], base=root / row["base"], train=root / row["train"],
+                caption=row.get("caption", ""),
+                finetuned=root / row["finetuned"] if row.get("finetuned") else None,
+                loras=[(root / p, s) for p, s in loras]))
+    return specs
+
+
+def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"model names must be unique, got {names}")
+    for s in specs:
+        if (s.finetuned is None) == (not s.loras):
+            raise SystemExit(f"{s.name}: give exactly one of a fine-tuned checkpoint or LoRAs")
+    return specs
+
+
+def run_identity(record: dict, n: int) -> dict:
+    """What makes two shards parts of one run: the generation record minus the shard's range."""
+    return {"n": n, **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
+
+
+def summary_rows(results: list[dict], tau: float, max_aesr: float) -> list[dict]:
+    """One row per model; ``results[i]["metrics"]`` is the report's raw metrics (AS, A-ESR by τ)."""
+    rows = []
+    for r in results:
+        aesr = r["metrics"]["A-ESR"][f"{tau:g}"]
+        rows.append({"model": r["name"], "n0": r["n0"], "n": r["n"], "as": round(r["metrics"]["AS"], 4),
+                     f"a_esr@{tau}": round(aesr, 4), "verdict": "LEAKS" if aesr > max_aesr else "ok",
+                     "report": r["report"]})
+    return rows
+
+
+def write_summary(out: pathlib.Path, rows: list[dict]) -> str:
+    """``summary.csv`` and ``summary.md``; returns the markdown table."""
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
+    table = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(table)
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finextract audit", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--comfyui", type=pathlib.Path, required=True, help="ComfyUI checkout to use as a library")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU")
+    what = p.add_argument_group("models (a manifest, or one model)")
+    what.add_argument("--manifest", type=pathlib.Path, help="CSV: name, base, finetuned, lora, train, caption")
+    what.add_argument("--name", default="model", help="report name of the single model")
+    what.add_argument("--base", type=pathlib.Path, help="base checkpoint file")
+    what.add_argument("--finetuned", type=pathlib.Path, help="fine-tuned checkpoint file (DreamBooth)")
+    what.add_argument("--lora", action="append", default=[], type=parse_lora, metavar="FILE[:STRENGTH]",
+                      help="LoRA file of the fine-tune (repeatable, up to 3)")
+    what.add_argument("--train", type=pathlib.Path, help="folder of the training images")
+    what.add_argument("--caption", default="", help="training caption ('' if unknown)")
+    gen = p.add_argument_group("generation (paper defaults)")
+    gen.add_argument("--n", type=int, help="images to generate (default 50 x training images)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--sampler", default="ddim")
+    gen.add_argument("--scheduler", default="ddim_uniform")
+    gen.add_argument("--size", type=int, default=512, help="width = height in pixels")
+    gen.add_argument("--method", default="finextract", choices=["finextract", "cfg", "direct"])
+    gen.add_argument("--w", type=float, help="guidance scale w' (default 3.0 full fine-tune, 5.0 LoRA)")
+    gen.add_argument("--k", type=float, default=-0.02, help="correction k (Eq. 13)")
+    gen.add_argument("--batch-size", type=int, default=4)
+    dist = p.add_argument_group("distribution")
+    dist.add_argument("--shard", type=parse_shard, metavar="I/N", help="generate only shard I of N (0-based), save, stop")
+    dist.add_argument("--merge", action="store_true", help="cluster and score the union of saved shards")
+    verdict = p.add_argument_group("verdict")
+    verdict.add_argument("--tau", type=float, default=0.6, help="similarity threshold of A-ESR")
+    verdict.add_argument("--max-aesr", type=float, default=0.0,
+                         help="exit 1 when some model's A-ESR@tau is above this")
+    p.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
+    return p
+
+
+def specs_from(args) -> list[ModelSpec]:
+    if args.manifest:
+        return check_specs(read_manifest(args.manifest))
+    if not (args.base and args.train):
+        raise SystemExit("give --manifest, or --base, --train and --finetuned or --lora")
+    return check_specs([ModelSpec(args.name, args.base, args.train, args.caption, args.finetuned, args.lora)])
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.shard and args.merge:
+        raise SystemExit("--shard and --merge are separate steps")
+    specs = specs_from(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    from .pipeline import AuditPipeline  # imports ComfyUI: only once the arguments are sound
+
+    pipeline = AuditPipeline(args)
+    results = []
+    for number, spec in enumerate(specs, 1):
+        print(f"[{number}/{len(specs)}] {spec.name}", file=sys.stderr)
+        result = pipeline.audit(spec)
+        if result is not None:
+            results.append(result)
+    if args.shard:
+        print(f"shard {args.shard[0]}/{args.shard[1]} saved for {len(specs)} model(s); "
+              f"run with --merge once every shard is in {args.out}", file=sys.stderr)
+        return 0
+    rows = summary_rows(results, args.tau, args.max_aesr)
+    print(write_summary(args.out, rows))
+    leaking = [r["model"] for r in rows if r["verdict"] == "LEAKS"]
+    if leaking:
+        print(f"A-ESR@{args.tau} above {args.max_aesr} for: {', '.join(leaking)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def generation_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
+    return list(range(n)) if shard is None else shard_indices(n, *shard)
+
+
+def contiguous_runs(indices: list[int]) -> list[tuple[int, int]]:
+    """``[(start, count), …]`` covering ``indices`` (sorted), for the sampler's start/count."""
+    runs = []
+    for i in indices:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+def shard_path(out: pathlib.Path, shard: tuple[int, int]) -> pathlib.Path:
+    return out / "shards" / f"shard-{shard[0]:04d}-of-{shard[1]:04d}.safetensors"
+
+
+def save_generation(out: pathlib.Path, latents, record: dict, n: int, shard: tuple[int, int]):
+    path = shard_path(out, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_shard(path, latents, run_identity(record, n), *shard)
+    return path
+
+
+def load_generation(out: pathlib.Path):
+    paths = sorted((out / "shards").glob("shard-*.safetensors"))
+    if not paths:
+        raise SystemExit(f"--merge: no shard files in {out / 'shards'}")
+    return merge_shards(paths)

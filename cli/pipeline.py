@@ -1,0 +1,102 @@
+"""One model's audit through the pack's nodes, with ComfyUI as a library (see ``audit.py``)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .audit import ModelSpec, contiguous_runs, generation_indices, load_generation, save_generation
+from .comfy_library import ComfyLibrary
+
+MAX_LORAS = 3
+
+
+def save_png(image: torch.Tensor, path) -> None:
+    """One ComfyUI IMAGE (H, W, 3 in [0, 1]) as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+class AuditPipeline:
+    def __init__(self, args):
+        self.args = args
+        self.comfy = ComfyLibrary(args.comfyui, cpu=args.cpu, output_dir=args.out)
+        self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
+
+    def load_pair(self, spec: ModelSpec):
+        if len(spec.loras) > MAX_LORAS:
+            raise SystemExit(f"{spec.name}: at most {MAX_LORAS} LoRAs")
+        slots = {}
+        for i in range(1, MAX_LORAS + 1):
+            lora = spec.loras[i - 1] if i <= len(spec.loras) else None
+            slots[f"lora_{i}"] = self.comfy.register_file("loras", lora[0]) if lora else "none"
+            slots[f"strength_{i}"] = lora[1] if lora else 1.0
+        finetuned = self.comfy.register_file("checkpoints", spec.finetuned) if spec.finetuned else "none"
+        return self.comfy.run("FineXtractDualModelLoader",
+                              base_checkpoint=self.comfy.register_file("checkpoints", spec.base),
+                              finetuned_checkpoint=finetuned, **slots)
+
+    def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
+        """Latents of images ``indices`` of the run, and the run's generation record."""
+        base, finetuned, clip, _vae, _report, base_clip = pair
+        a = self.args
+        w = a.w if a.w is not None else (5.0 if spec.loras else 3.0)
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize(spec.caption))
+        negative = base_clip.encode_from_tokens_scheduled(base_clip.tokenize(""))
+        ComfyLibrary.terminal_progress(f"  generating {len(indices)} of {n} images")
+        chunks, record = [], None
+        for start, count in contiguous_runs(indices):
+            (latent,) = self.comfy.run(
+                "FineXtractModelGuidanceSampler", base=base, finetuned=finetuned, positive=positive,
+                negative=negative, count=count, start=start, batch_size=a.batch_size, seed=a.seed,
+                steps=a.steps, sampler_name=a.sampler, scheduler=a.scheduler, width=a.size,
+                height=a.size, method=a.method, w=w, k=a.k)
+            chunks.append(latent["samples"])
+            record = latent["finextract"]
+        return torch.cat(chunks), record
+
+    def audit(self, spec: ModelSpec) -> dict | None:
+        """Generate (or merge shards), cluster, score; None for a ``--shard`` step."""
+        a = self.args
+        out = a.out / spec.name
+        out.mkdir(parents=True, exist_ok=True)
+        training = spec.training_images()
+        n0 = len(training)
+        n = a.n or 50 * n0
+        pair = self.load_pair(spec)
+        print(f"  {pair[4]}".replace("\n", "\n  "), file=sys.stderr)
+        if a.merge:
+            latents, run = load_generation(out)
+        else:
+            latents, record = self.generate(spec, pair, n, generation_indices(n, a.shard))
+            if a.shard:
+                path = save_generation(out, latents, record, n, a.shard)
+                print(f"  saved {path}", file=sys.stderr)
+                return None
+            run = {"n": n, **record}
+        return self.score(spec, pair[3], {"samples": latents, "finextract": run}, n0, n)
+
+    def score(self, spec: ModelSpec, vae, latent: dict, n0: int, n: int) -> dict:
+        """SSCDCluster on the N latents, then ExtractionMetrics against the training folder
+        (handed to the node as a subfolder of ComfyUI's input directory, as in the workflows)."""
+        a = self.args
+        ComfyLibrary.terminal_progress(f"  clustering {n} images into {n0}")
+        extracted, summary, clusters = self.comfy.run(
+            "FineXtractSSCDCluster", n0=n0, mode="fast", time_cap=30.0, centred=False, prefilter=False,
+            keep=0, chunk_size=8, latent=latent, vae=vae)
+        self.comfy.folder_paths.set_input_directory(str(spec.train.resolve().parent))
+        taus = sorted({0.6, 0.7, a.tau})
+        report_json, report_image = self.comfy.run(
+            "FineXtractExtractionMetrics", extracted=extracted, training_folder=spec.train.resolve().name,
+            taus=", ".join(f"{t:g}" for t in taus), centred=False,
+            filename_prefix=f"{spec.name}/report", clusters=clusters)
+        report = json.loads(report_json)
+        save_png(report_image[0], a.out / spec.name / "report.png")
+        for i, image in enumerate(extracted):  # the evidence: the N0 central images
+            save_png(image, a.out / spec.name / "extracted" / f"extracted-{i:03d}.png")
+        print(f"  {json.loads(summary)['sizes']} cluster sizes; report {report['report_path']}", file=sys.stderr)
+        return {"name": spec.name, "n0": n0, "n": n, "report": report["report_path"],
+                "metrics": report["metrics"]["raw"]}

@@ -1,0 +1,87 @@
+"""Split the N generations of one audit over machines, and put them back together.
+
+Generation is the expensive part of FineXtract (N = 50·N0 images, two model evaluations per
+step); clustering needs all N at once. So ``--shard i/n`` makes only the images
+``shard_indices(N, i, n)`` of the run and saves their latents with the run's parameters; a merge
+checks that the shards belong to one run and cover ``range(N)`` exactly once, and returns the
+latents in image order. Since image i depends only on (seed, i) (:mod:`..sampling.driver`), the
+merged tensor is the one an unsharded run makes, bit for bit, and the clustering that follows
+cannot tell the difference.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from ..sampling.driver import shard_indices
+
+FORMAT = "finextract-shard/1"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based: shards 0/4 … 3/4) → (i, n)."""
+    try:
+        shard, num = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes i/n with integers, e.g. 0/4; got {text!r}") from None
+    shard_indices(0, shard, num)  # raises on 0 <= i < n violated
+    return shard, num
+
+
+@dataclass
+class Shard:
+    latents: torch.Tensor
+    indices: list[int]
+    run: dict
+    shard: int
+    num_shards: int
+
+
+def save_shard(path: pathlib.Path, latents: torch.Tensor, run: dict, shard: int, num_shards: int):
+    """Save the latents of shard ``shard`` of the run described by ``run`` (a JSON-able dict of
+    everything that decides the images: model hashes, caption, N, seed, method, steps …)."""
+    indices = shard_indices(run["n"], shard, num_shards)
+    if latents.shape[0] != len(indices):
+        raise ValueError(f"shard {shard}/{num_shards} of N={run['n']} has {len(indices)} images, "
+                         f"got {latents.shape[0]} latents")
+    metadata = {"format": FORMAT, "run": json.dumps(run, sort_keys=True),
+                "shard": str(shard), "num_shards": str(num_shards)}
+    save_file({"latents": latents.contiguous(), "indices": torch.tensor(indices, dtype=torch.int64)},
+              str(path), metadata=metadata)
+
+
+def load_shard(path: pathlib.Path) -> Shard:
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a FineXtract shard file (format {metadata.get('format')!r})")
+    tensors = load_file(str(path))
+    return Shard(tensors["latents"], tensors["indices"].tolist(), json.loads(metadata["run"]),
+                 int(metadata["shard"]), int(metadata["num_shards"]))
+
+
+def merge_shards(paths) -> tuple[torch.Tensor, dict]:
+    """Latents of the whole run in image order, and the run's parameters. Refuses shards of
+    different runs, duplicates, and an incomplete set (naming the missing shards)."""
+    shards = [load_shard(p) for p in paths]
+    if not shards:
+        raise ValueError("no shard files to merge")
+    run, num = shards[0].run, shards[0].num_shards
+    for path, s in zip(paths, shards):
+        if s.run != run or s.num_shards != num:
+            raise ValueError(f"{path} belongs to another run than {paths[0]}: "
+                             f"{json.dumps(s.run, sort_keys=True)} vs {json.dumps(run, sort_keys=True)}")
+    seen = [s.shard for s in shards]
+    duplicates = sorted({i for i in seen if seen.count(i) > 1})
+    missing = sorted(set(range(num)) - set(seen))
+    if duplicates or missing:
+        raise ValueError(f"shards of {num}: missing {missing}, duplicated {duplicates}")
+    latents = torch.empty((run["n"], *shards[0].latents.shape[1:]), dtype=shards[0].latents.dtype)
+    for s in shards:
+        latents[s.indices] = s.latents
+    return latents, run

@@ -1,0 +1,275 @@
+"""Fine-tuning the miniature base on a concept set: the checkpoints FineXtract audits.
+
+Three ways creators personalise a model, scaled to the miniature world (paper Appendix D):
+- :func:`dreambooth` — full UNet fine-tune without prior-preservation loss, batch 1, 200·N0 steps.
+- :func:`train_lora` — LoRA on the attention projections (to_q/k/v/out of attn1 and attn2), saved
+  in kohya's key format (:func:`lora_state_dict`) so ComfyUI's LoRA loader applies the file.
+- :func:`two_stage` — Zeng et al.'s improved personalisation: a short textual inversion of the rare
+  token's embedding, then a short full fine-tune with that embedding frozen.
+Each takes an optional augmentation (:data:`AUGMENTATIONS`: Cutout, RandAugment-like) applied to the
+training image at every step, the defences of the paper's Table 4.
+
+All are seeded (one ``torch.Generator`` draws images, timesteps and noise) and return new modules,
+leaving the base pipeline untouched.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import pathlib
+import re
+import time
+from typing import Callable
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import dataset
+from .model import MiniPipeline, load_pipeline
+from .tokenizer import encode, tokenize
+
+LORA_TARGETS = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
+"""UNet Linear layers that LoRA adapts: the attention projections of every transformer block."""
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``augment(image (3,H,W) in [-1,1], generator) -> image``."""
+
+
+# ---------------------------------------------------------------- augmentations (Table 4 defences)
+
+def cutout(x: torch.Tensor, gen: torch.Generator, size: int = 24) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): a random ``size``² square set to grey (0 in [-1, 1])."""
+    _, h, w = x.shape
+    cy, cx = torch.randint(0, h, (1,), generator=gen).item(), torch.randint(0, w, (1,), generator=gen).item()
+    y0, y1 = max(0, cy - size // 2), min(h, cy + size // 2)
+    x0, x1 = max(0, cx - size // 2), min(w, cx + size // 2)
+    out = x.clone()
+    out[:, y0:y1, x0:x1] = 0.0
+    return out
+
+
+def _rand(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=gen).item()
+
+
+def rand_augment(x: torch.Tensor, gen: torch.Generator, ops: int = 2, magnitude: float = 0.5) -> torch.Tensor:
+    """RandAugment-like (Cubuk et al. 2020): ``ops`` operations drawn uniformly from a small set
+    (flip, rotate, translate, brightness, contrast, colour, posterize, sharpness) at ``magnitude``."""
+    m = magnitude
+    for _ in range(ops):
+        op = torch.randint(0, 8, (1,), generator=gen).item()
+        if op == 0:
+            x = x.flip(-1)
+        elif op in (1, 2):
+            angle = _rand(gen, -30 * m, 30 * m) * math.pi / 180 if op == 1 else 0.0
+            shift = [_rand(gen, -0.3 * m, 0.3 * m) for _ in range(2)] if op == 2 else [0.0, 0.0]
+            theta = torch.tensor([[math.cos(angle), -math.sin(angle), shift[0]],
+                                  [math.sin(angle), math.cos(angle), shift[1]]], dtype=x.dtype)
+            grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)
+            x = F.grid_sample(x[None], grid, padding_mode="reflection", align_corners=False)[0]
+        elif op == 3:
+            x = x + _rand(gen, -0.4 * m, 0.4 * m)
+        elif op == 4:
+            x = (x - x.mean()) * _rand(gen, 1 - 0.6 * m, 1 + 0.6 * m) + x.mean()
+        elif op == 5:
+            grey = x.mean(0, keepdim=True)
+            x = grey + (x - grey) * _rand(gen, 1 - m, 1 + m)
+        elif op == 6:
+            levels = 2 ** int(round(8 - 4 * m))
+            x = torch.round((x + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1
+        else:
+            blur = F.avg_pool2d(F.pad(x[None], (1, 1, 1, 1), mode="replicate"), 3, 1)[0]
+            x = x + _rand(gen, -m, m) * (x - blur)
+    return x.clamp(-1, 1)
+
+
+AUGMENTATIONS: dict[str, Augment | None] = {"none": None, "cutout": cutout, "randaugment": rand_augment}
+
+
+# ---------------------------------------------------------------- the shared training loop
+
+def _images(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, 1) * 2.0 - 1.0
+
+
+def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, context_fn,
+                     params, steps: int, lr: float, seed: int, augment: Augment | None,
+                     log_every: int = 0) -> list[float]:
+    """``steps`` batch-1 steps of SD's eps loss on random images of the set, optimising
+    ``params``; ``context_fn()`` gives the caption's context (recomputed when it is trained).
+    Returns the per-step losses."""
+    gen = torch.Generator().manual_seed(seed)
+    x = _images(images)
+    latents = None if augment is not None else pipe.vae.encode(x).detach()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    a = pipe.alphas_cumprod
+    losses = []
+    for step in range(steps):
+        i = torch.randint(0, len(x), (1,), generator=gen).item()
+        if augment is None:
+            z0 = latents[i:i + 1]
+        else:
+            with torch.no_grad():
+                z0 = pipe.vae.encode(augment(x[i], gen)[None])
+        t = torch.randint(0, len(a), (1,), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)
+        zt = a[t].sqrt().view(-1, 1, 1, 1) * z0 + (1 - a[t]).sqrt().view(-1, 1, 1, 1) * noise
+        loss = F.mse_loss(unet(zt, t.float(), context_fn()), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"[{time.strftime('%H:%M:%S')}] step {step}/{steps} "
+                  f"loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+    return losses
+
+
+def with_unet(pipe: MiniPipeline, unet: nn.Module, text: nn.Module | None = None) -> MiniPipeline:
+    """``pipe`` with another UNet (and text encoder), sharing its VAE."""
+    return MiniPipeline(unet.eval(), (text or pipe.text).eval(), pipe.vae)
+
+
+def dreambooth(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int | None = None,
+               lr: float = 1e-4, seed: int = 0, augment: Augment | None = None,
+               log_every: int = 0) -> MiniPipeline:
+    """Full UNet fine-tune without prior loss (paper App. D: batch 1, 200·N0 steps by default)."""
+    steps = 200 * len(images) if steps is None else steps
+    unet = copy.deepcopy(pipe.unet).train().requires_grad_(True)
+    context = pipe.encode_text([caption])
+    _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed,
+                     augment, log_every)
+    return with_unet(pipe, unet)
+
+
+# ---------------------------------------------------------------- LoRA (kohya format)
+
+class LoRALinear(nn.Module):
+    """y = W x + (alpha / rank) · up(down(x)); ``up`` starts at zero so training starts at the base."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base, self.rank, self.alpha = base, rank, alpha
+        self.down = nn.Linear(base.in_features, rank, bias=False)
+        self.up = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x)) * (self.alpha / self.rank)
+
+
+def kohya_name(module_path: str) -> str:
+    """kohya's LoRA key stem for a UNet module path:
+    ``input_blocks.3.1.transformer_blocks.0.attn2.to_k`` → ``lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k``."""
+    return "lora_unet_" + module_path.replace(".", "_")
+
+
+def add_lora(unet: nn.Module, rank: int, alpha: float, seed: int = 0) -> dict[str, LoRALinear]:
+    """Wrap every :data:`LORA_TARGETS` Linear of ``unet`` (in place); returns {module path: wrapper}."""
+    wrapped = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for path, module in list(unet.named_modules()):
+            if isinstance(module, nn.Linear) and LORA_TARGETS.search("." + path):
+                parent_path, _, name = path.rpartition(".")
+                lora = LoRALinear(module, rank, alpha)
+                setattr(unet.get_submodule(parent_path), name, lora)
+                wrapped[path] = lora
+    if not wrapped:
+        raise ValueError("no attention projections found to adapt")
+    return wrapped
+
+
+def lora_state_dict(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
+    """kohya-format tensors: ``<stem>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``."""
+    out = {}
+    for path, lora in wrapped.items():
+        stem = kohya_name(path)
+        out[f"{stem}.lora_down.weight"] = lora.down.weight.detach().clone().contiguous()
+        out[f"{stem}.lora_up.weight"] = lora.up.weight.detach().clone().contiguous()
+        out[f"{stem}.alpha"] = torch.tensor(float(lora.alpha))
+    return out
+
+
+def save_lora(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    safetensors.torch.save_file({k: v.to(torch.float16) if k.endswith("weight") else v
+                                 for k, v in tensors.items()}, str(path), metadata=metadata or {})
+
+
+def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: float = 1.0) -> nn.Module:
+    """A copy of ``unet`` with a kohya LoRA merged: W += strength · up @ down · alpha / rank, as
+    ComfyUI's loader does. Raises on keys that match no module (a wrong file fails loudly)."""
+    merged = copy.deepcopy(unet)
+    by_stem = {kohya_name(p): m for p, m in merged.named_modules() if isinstance(m, nn.Linear)}
+    stems = {k.split(".")[0] for k in tensors}
+    unknown = stems - set(by_stem)
+    if unknown:
+        raise ValueError(f"LoRA keys match no UNet module: {sorted(unknown)[:3]}")
+    with torch.no_grad():
+        for stem in stems:
+            down = tensors[f"{stem}.lora_down.weight"].float()
+            up = tensors[f"{stem}.lora_up.weight"].float()
+            alpha = float(tensors.get(f"{stem}.alpha", torch.tensor(float(down.shape[0]))))
+            by_stem[stem].weight += strength * (up @ down) * (alpha / down.shape[0])
+    return merged
+
+
+def load_lora(pipe: MiniPipeline, path, strength: float = 1.0) -> MiniPipeline:
+    """The base pipeline with the LoRA file ``path`` merged into its UNet."""
+    return with_unet(pipe, merge_lora(pipe.unet, safetensors.torch.load_file(str(path)), strength))
+
+
+def train_lora(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int | None = None,
+               rank: int = 16, alpha: float = 16.0, lr: float = 1e-3, seed: int = 0,
+               augment: Augment | None = None, log_every: int = 0) -> dict[str, torch.Tensor]:
+    """LoRA on the attention projections; returns its kohya-format tensors."""
+    steps = 200 * len(images) if steps is None else steps
+    unet = copy.deepcopy(pipe.unet).requires_grad_(False)
+    wrapped = add_lora(unet, rank, alpha, seed)
+    params = [p for m in wrapped.values() for p in (m.down.weight, m.up.weight)]
+    for p in params:
+        p.requires_grad_(True)
+    context = pipe.encode_text([caption])
+    _denoising_steps(pipe, unet.train(), images, lambda: context, params, steps, lr, seed, augment,
+                     log_every)
+    return lora_state_dict(wrapped)
+
+
+# ---------------------------------------------------------------- two-stage (Zeng et al.)
+
+def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
+              inversion_steps: int = 100, inversion_lr: float = 5e-3, steps: int = 400,
+              lr: float = 1e-4, seed: int = 0, augment: Augment | None = None,
+              log_every: int = 0) -> MiniPipeline:
+    """Stage 1: textual inversion of ``token``'s embedding rows only (short: it should represent the
+    subject coarsely). Stage 2: full UNet fine-tune with that embedding frozen. Returns a pipeline
+    whose text encoder carries the learned embedding (so the caption means what it was trained on)."""
+    ids = encode(token)
+    prompt = tokenize([caption])
+    positions = torch.isin(prompt[0], torch.tensor(ids, dtype=torch.long))
+    if not ids or not positions.any():
+        raise ValueError(f"caption {caption!r} does not contain the token {token!r}")
+    text = copy.deepcopy(pipe.text)
+    table = text.embeddings.token_embedding.weight
+    learned = table[ids].detach().clone().requires_grad_(True)  # starts at the token's own embedding
+    slot = torch.tensor([ids.index(i) for i in prompt[0][positions].tolist()])
+
+    def context():
+        embeds = table[prompt].detach().clone()
+        embeds[0, positions] = learned[slot]
+        return text.from_token_embeddings(embeds)
+    unet = copy.deepcopy(pipe.unet).requires_grad_(False)
+    _denoising_steps(pipe, unet, images, context, [learned], inversion_steps, inversion_lr, seed,
+                     augment, log_every)
+    with torch.no_grad():
+        table[ids] = learned.detach()
+    context = text(prompt).detach()
+    unet.requires_grad_(True).train()
+    _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed + 1,
+                     augment, log_every)
+    return with_unet(pipe, unet, text)

@@ -1,0 +1,89 @@
+"""``finextract audit`` end to end with ComfyUI as a library (real nodes, real model files built by
+the harness, real SSCD), run as a subprocess exactly as a user's release script would."""
+import csv
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from finextract.cli.shards import merge_shards
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SMALL = ["--n", "4", "--steps", "2", "--size", "64", "--sampler", "euler", "--scheduler", "normal",
+         "--batch-size", "2", "--seed", "5", "--cpu"]
+
+
+def audit(tmp_path, *argv, check=True):
+    """Run ``python -m finextract audit`` with this checkout importable as ``finextract``."""
+    shim = tmp_path / "pythonpath"
+    if not shim.exists():
+        shim.mkdir()
+        (shim / "finextract").symlink_to(ROOT, target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    proc = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), "-m", "finextract", "audit",
+                           "--comfyui", os.environ["COMFYUI_PATH"], *argv],
+                          capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode not in (0, 1):
+        raise AssertionError(f"audit exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def model_args(comfy_models, tmp_path_factory):
+    train = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(train / f"t{i}.png")
+    root = comfy_models.root
+    return ["--base", str(root / "checkpoints" / comfy_models.checkpoints["base"]),
+            "--lora", str(root / "loras" / comfy_models.loras["kohya"]),
+            "--train", str(train), "--caption", "a photo of sks dog", "--name", "dog"]
+
+
+def test_shards_merge_to_the_unsharded_run(tmp_path, model_args):
+    # batch size 1 on both sides: CPU kernels round differently per batch size (~1e-5 relative
+    # here), which is the driver's concern, not the shards'.
+    for shard in ("0/2", "1/2"):
+        audit(tmp_path, *model_args, *SMALL, "--batch-size", "1", "--shard", shard, "--out", str(tmp_path / "two"))
+    audit(tmp_path, *model_args, *SMALL, "--batch-size", "1", "--shard", "0/1", "--out", str(tmp_path / "one"))
+    two, run_two = merge_shards(sorted((tmp_path / "two" / "dog" / "shards").glob("*.safetensors")))
+    one, run_one = merge_shards(sorted((tmp_path / "one" / "dog" / "shards").glob("*.safetensors")))
+    assert run_two == run_one and run_one["n"] == 4 and run_one["models"]["finetuned"]["finetune"]["kind"] == "lora"
+    assert two.shape == (4, 4, 8, 8)
+    assert torch.equal(two, one), "image i must not depend on the shard making it"
+    assert two.std() > 0
+
+
+def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_models):
+    out = tmp_path / "clean"
+    proc = audit(tmp_path, *model_args, *SMALL, "--out", str(out), "--max-aesr", "1.0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["model"] for r in summary] == ["dog"] and summary[0]["verdict"] == "ok"
+    report = json.loads((out / summary[0]["report"]).read_text())
+    lora = comfy_models.root / "loras" / comfy_models.loras["kohya"]
+    assert report["provenance"]["models"]["finetuned"]["finetune"]["loras"][0]["sha256"] == \
+        hashlib.sha256(lora.read_bytes()).hexdigest()
+    extracted = sorted((out / "dog" / "extracted").glob("*.png"))
+    assert len(extracted) == 2  # N0 = the two training images
+    assert "| dog | 2 | 4 |" in (out / "summary.md").read_text()
+    assert Image.open(out / "dog" / "report.png").size[0] > 64
+    # The same run audited against its own extracted images as the "training set": every
+    # training image is recovered, A-ESR@0.6 = 1 exceeds 0.5, the command must fail.
+    leaked = tmp_path / "leaked_train"
+    leaked.mkdir()
+    for path in extracted:
+        (leaked / path.name).write_bytes(path.read_bytes())
+    args = [a if a != model_args[model_args.index("--train") + 1] else str(leaked) for a in model_args]
+    proc = audit(tmp_path, *args, *SMALL, "--out", str(tmp_path / "leaky"), "--max-aesr", "0.5")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (row,) = csv.DictReader(open(tmp_path / "leaky" / "summary.csv"))
+    assert float(row["a_esr@0.6"]) == 1.0 and row["verdict"] == "LEAKS"
+    assert "A-ESR@0.6 above 0.5 for: dog" in proc.stderr
