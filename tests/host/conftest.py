@@ -43,7 +43,6 @@ import pytest
 from finextract.bench import model_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HERE = pathlib.Path(__file__).resolve().parent
 PORTS = range(*(int(p) + i for i, p in enumerate(
     os.environ.get("FINEXTRACT_HOST_PORTS", "8190-8199").split("-"))))
 """Ports tried for ComfyUI, ``FINEXTRACT_HOST_PORTS=first-last`` (inclusive) to use another range."""
