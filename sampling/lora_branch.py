@@ -23,24 +23,34 @@ import torch.nn.functional as F
 
 
 class LowRankDelta:
-    """ΔW = scale · up @ down (up: out × r, down: r × in[× kh × kw]), applied as two thin products."""
+    """ΔW = scale · up @ down (up: out × r, down: r × in[× kh × kw]), applied as two thin products
+    accumulated into the layer's output in place (two kernels per layer: the branch must stay
+    cheap next to the layer even when small kernels are slow, as on a busy CPU)."""
 
     def __init__(self, up: torch.Tensor, down: torch.Tensor, scale: float):
         self.up, self.down, self.scale = up, down, scale
         self.cache: dict = {}
 
-    def __call__(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _factors(self, module, x):
         slot = (x.device, x.dtype)
         if slot not in self.cache:
             shape = module.weight.shape
-            up = self.up.reshape(shape[0], -1, *([1] * (len(shape) - 2)))
-            down = self.down.reshape(self.down.shape[0], *shape[1:])
-            self.cache[slot] = (up.to(*slot), down.to(*slot))
-        up, down = self.cache[slot]
+            up = (self.scale * self.up.float()).reshape(shape[0], -1)
+            down = self.down.float().reshape(self.down.shape[0], *shape[1:])
+            if isinstance(module, torch.nn.Conv2d):
+                self.cache[slot] = (up[..., None, None].to(*slot), down.to(*slot))
+            else:
+                self.cache[slot] = (up.t().contiguous().to(*slot), down.t().contiguous().to(*slot))
+        return self.cache[slot]
+
+    def add_to(self, module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor):
+        """out += ΔW applied to x (``out`` is the layer's output for these rows, contiguous)."""
+        up, down = self._factors(module, x)
         if isinstance(module, torch.nn.Conv2d):
-            inner = F.conv2d(x, down, None, module.stride, module.padding, module.dilation)
-            return self.scale * F.conv2d(inner, up)
-        return self.scale * F.linear(F.linear(x, down), up)
+            out += F.conv2d(F.conv2d(x, down, None, module.stride, module.padding, module.dilation), up)
+        else:
+            flat = out.view(-1, out.shape[-1])
+            flat.addmm_(x.reshape(-1, x.shape[-1]) @ down, up)
 
 
 class DenseDelta:
@@ -50,17 +60,18 @@ class DenseDelta:
         self.delta, self.bias = delta, bias
         self.cache: dict = {}
 
-    def __call__(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def add_to(self, module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor):
         slot = (x.device, x.dtype)
         if slot not in self.cache:
             self.cache[slot] = self.delta.to(*slot)
         delta = self.cache[slot]
         conv = isinstance(module, torch.nn.Conv2d)
         if self.bias:
-            return delta.view(1, -1, 1, 1) if conv else delta
-        if conv:
-            return F.conv2d(x, delta, None, module.stride, module.padding, module.dilation, module.groups)
-        return F.linear(x, delta)
+            out += delta.view(1, -1, 1, 1) if conv else delta
+        elif conv:
+            out += F.conv2d(x, delta, None, module.stride, module.padding, module.dilation, module.groups)
+        else:
+            out += F.linear(x, delta)
 
 
 def rows_of_chunks(flags: Sequence[int], batch: int, wanted: int) -> list[int]:
@@ -106,11 +117,15 @@ class MaskedBranches:
                 raise RuntimeError(f"a patched {type(module).__name__} sees batch {x.shape[0]} in a "
                                    f"{self.batch}-row forward: this architecture folds the batch, so "
                                    "the branch cannot tell rows apart; load the fine-tune as a full checkpoint")
-            if isinstance(self.rows, slice):
-                output[self.rows] += sum(d(module, x[self.rows]) for d in deltas).to(output.dtype)
-                return output
-            delta = sum(d(module, x.index_select(0, self.rows)) for d in deltas)
-            return output.index_add_(0, self.rows, delta.to(output.dtype).expand(len(self.rows), *output.shape[1:]))
+            if isinstance(self.rows, slice):  # a view: the deltas land in the output directly
+                x, out = x[self.rows], output[self.rows]
+            else:
+                x, out = x.index_select(0, self.rows), torch.zeros_like(output[:len(self.rows)])
+            for delta in deltas:
+                delta.add_to(module, x, out)
+            if not isinstance(self.rows, slice):
+                output.index_add_(0, self.rows, out)
+            return output
         return hook
 
     @contextlib.contextmanager
