@@ -47,7 +47,12 @@ def to_pil(image) -> Image.Image:
     0–1 (ComfyUI's IMAGE layout), with 1, 3 or 4 channels."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if isinstance(image, torch.Tensor):
+        if image.is_floating_point():  # ComfyUI's float IMAGE: quantise in torch (threaded, one pass)
+            image = (image.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        array = image.cpu().numpy()
+    else:
+        array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:

@@ -15,7 +15,7 @@ peeling:
 
 Cost per threshold O(Σ_seeds deg²·d) ≤ O(N·k·d); no enumeration, no time cap needed, and the
 result depends only on the descriptors (deterministic ordering everywhere). Limitation: a clique
-cannot exceed k + 1 images; k defaults to 8× the mean cluster size N/N0.
+cannot exceed k + 1 images; k defaults to 4× the mean cluster size N/N0 (at least 64).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 
 
 def default_neighbours(n: int, n0: int) -> int:
-    return max(1, min(n - 1, max(64, 8 * math.ceil(n / max(n0, 1)))))
+    return max(1, min(n - 1, max(64, 4 * math.ceil(n / max(n0, 1)))))
 
 
 def neighbour_table(descriptors: np.ndarray, k: int, block: int = 1024,
@@ -66,6 +66,9 @@ def peel_greedy(descriptors: np.ndarray, table: tuple[np.ndarray, np.ndarray], p
     for step, seed in enumerate(order.tolist()):
         if step % 512 == 0 and check_interrupt is not None:
             check_interrupt()
+        if degree[seed] == 0:  # seeds come by degree: the rest have no edge at all, singletons
+            cliques.extend([i] for i in order[step:].tolist() if not assigned[i])
+            break
         if assigned[seed]:
             continue
         cand = indices[seed, :degree[seed]]

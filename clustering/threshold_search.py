@@ -84,9 +84,10 @@ def cluster(descriptors, n0: int, mode: str = "fast", time_cap: float = 30.0,
         def evaluate(phi):
             return peel_cliques(similarity, x, phi, time.monotonic() + time_cap, check_interrupt,
                                 max_edges)
-        off = similarity[~np.eye(n, dtype=bool)] if n > 1 else np.ones(1, np.float32)
-        lo, top = float(off.min()), float(off.max())
-        del off
+        np.fill_diagonal(similarity, np.inf)  # the diagonal is never an edge: reuse it for min/max
+        lo = float(similarity.min()) if n > 1 else 1.0
+        np.fill_diagonal(similarity, -np.inf)
+        top = float(similarity.max()) if n > 1 else 1.0
     else:
         table = neighbour_table(x, neighbours or default_neighbours(n, n0),
                                 check_interrupt=check_interrupt)

@@ -69,10 +69,10 @@ def test_fast_mode_is_polynomial_on_a_clique_explosion():
     w, q = np.linalg.eigh(gram)
     x = (q * np.sqrt(np.clip(w, 0, None))).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: the machine is shared, wall time is not ours
     r = cluster(x, 3, mode="fast")
-    assert time.monotonic() - start < 5 and len(r.indices) == 3
-    capped = cluster(x, 3, mode="faithful", time_cap=0.5)
+    assert time.process_time() - start < 5 and len(r.indices) == 3
+    capped = cluster(x, 3, mode="faithful", time_cap=0.2)
     assert capped.time_capped
 
 

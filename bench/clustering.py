@@ -1,0 +1,146 @@
+"""Benchmark of the clustering step (paper §4.3): ``python -m finextract.bench.clustering``.
+
+Prints, measured side by side in one run:
+1. clustering time for N = 1k, 5k, 10k planted-cluster descriptors (N0 = N / 50, as the paper's
+   N = 50·N0), fast vs faithful mode, with the threshold reached, whether a time cap was hit and
+   whether the planted clusters were recovered exactly;
+2. AS (Eq. 1) of the extracted set against the planted "training" descriptors, fast vs faithful,
+   on easy and hard planted data;
+3. peak RSS of the bounded-memory latent path (decode in chunks → real ONNX SSCD → cluster) for
+   two values of N, each in a forked child, beside what one IMAGE batch of N would take.
+Times are wall and CPU seconds with the load average beside them. On a shared, oversubscribed
+machine wall time measures the neighbours, and with 2 threads the CPU time includes OpenMP
+spin-waiting; ``--threads 1`` gives the CPU time of the work itself (an upper bound for the wall
+time on 2 free cores).
+The decoder of (3) is bilinear upsampling of a 4×128×128 latent to a 1024² image (SDXL size): a
+stand-in for a VAE with the same contract, since no VAE weights exist outside ComfyUI here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import time
+
+import numpy as np
+import torch
+
+from ..clustering import cluster, extract, load_descriptor
+from .planted import planted_clusters, planted_partition
+
+
+def _as(result, x, centres) -> float:
+    extracted = x[result.indices]
+    return float((centres @ extracted.T).max(axis=1).mean())
+
+
+def clustering_times(sizes, faithful_cap: float, noise: float) -> list[dict]:
+    rows = []
+    for n in sizes:
+        n0 = max(1, n // 50)
+        x, labels, centres = planted_clusters(n0, n, noise=noise, seed=n)
+        truth = planted_partition(labels)
+        for mode in ("fast", "faithful"):
+            start, cpu = time.perf_counter(), time.process_time()
+            r = cluster(x, n0, mode=mode, time_cap=faithful_cap)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            rows.append({"N": n, "N0": n0, "mode": mode, "seconds": round(seconds, 2),
+                         "cpu_seconds": round(cpu, 2), "load_avg": round(os.getloadavg()[0], 1),
+                         "threshold": round(r.threshold, 4), "thresholds_tried": len(r.trials),
+                         "time_capped": r.capped_thresholds, "dropped": r.dropped,
+                         "exact": sorted(tuple(c) for c in r.clusters) == truth,
+                         "AS": round(_as(r, x, centres), 4)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def as_comparison(faithful_cap: float) -> list[dict]:
+    rows = []
+    for label, noise, n0, n in (("easy", 0.8, 10, 500), ("hard", 1.2, 10, 500), ("harder", 1.5, 20, 1000)):
+        x, _, centres = planted_clusters(n0, n, noise=noise, seed=7)
+        row = {"data": label, "noise": noise, "N": n, "N0": n0}
+        for mode in ("fast", "faithful"):
+            r = cluster(x, n0, mode=mode, time_cap=faithful_cap)
+            row[f"AS_{mode}"] = round(_as(r, x, centres), 4)
+            row[f"capped_{mode}"] = r.capped_thresholds
+        row["fast_minus_faithful"] = round(row["AS_fast"] - row["AS_faithful"], 4)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+LATENT = (4, 128, 128)
+
+
+def _decode(latents: torch.Tensor) -> torch.Tensor:
+    up = torch.nn.functional.interpolate(latents[:, :3], scale_factor=8, mode="bilinear", align_corners=False)
+    return torch.sigmoid(up).permute(0, 2, 3, 1).contiguous()
+
+
+def ram_child(n: int, chunk: int) -> dict:
+    """Runs in a fresh process: the latent path for N latents; returns peak RSS figures."""
+    sscd = load_descriptor()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn((n, *LATENT), generator=g)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    out = extract(lambda idx: _decode(latents[list(idx)]), n, max(1, n // 50), sscd, chunk_size=chunk)
+    chosen = _decode(latents[out.result.indices])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"N": n, "chunk": chunk, "seconds": round(time.perf_counter() - start, 1),
+            "rss_before_MiB": round(base), "peak_rss_MiB": round(peak),
+            "latents_MiB": round(latents.numel() * 4 / 2**20, 1),
+            "descriptors_MiB": round(n * 512 * 4 / 2**20, 2),
+            "one_image_batch_MiB": round(n * 1024 * 1024 * 3 * 4 / 2**20),
+            "extracted": list(chosen.shape)}
+
+
+def _child(n, chunk, queue):
+    queue.put(ram_child(n, chunk))
+
+
+def peak_ram(ns, chunk: int) -> list[dict]:
+    """Each N in a forked child (fresh peak-RSS counter, same code as this process)."""
+    rows = []
+    context = multiprocessing.get_context("fork")
+    for n in ns:
+        queue = context.Queue()
+        proc = context.Process(target=_child, args=(n, chunk, queue))
+        proc.start()
+        rows.append(queue.get())
+        proc.join()
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000,5000,10000")
+    p.add_argument("--faithful-cap", type=float, default=30.0, help="faithful mode's seconds per threshold")
+    p.add_argument("--noise", type=float, default=0.8)
+    p.add_argument("--ram", default="100,400", help="the two N of the peak-RAM measurement")
+    p.add_argument("--chunk", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1: CPU time = work, no spin-wait)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print("== 3. peak RAM of the latent path (decode in chunks, real ONNX SSCD), first: small parent")
+    ram = peak_ram([int(s) for s in args.ram.split(",")], args.chunk)
+    print("== 1. clustering time (planted clusters, N0 = N/50)")
+    times = clustering_times([int(s) for s in args.sizes.split(",")], args.faithful_cap, args.noise)
+    print("== 2. AS fast vs faithful (planted clusters)")
+    comparison = as_comparison(args.faithful_cap)
+    a, b = ram[0], ram[-1]
+    print(f"peak RSS grew {b['peak_rss_MiB'] - a['peak_rss_MiB']} MiB from N={a['N']} to N={b['N']}; "
+          f"latents grew {b['latents_MiB'] - a['latents_MiB']:.1f} MiB; one IMAGE batch would grow "
+          f"{b['one_image_batch_MiB'] - a['one_image_batch_MiB']} MiB")
+    fast10k = [r for r in times if r["mode"] == "fast"]
+    print("fast/faithful time ratio per N: " + ", ".join(
+        f"N={f['N']}: {f['seconds'] / max(g['seconds'], 1e-9):.3f}"
+        for f, g in zip(fast10k, [r for r in times if r["mode"] == "faithful"])))
+    return {"times": times, "as": comparison, "ram": ram}
+
+
+if __name__ == "__main__":
+    main()
