@@ -2,14 +2,16 @@
 input token embeddings, so PEZ can differentiate through it.
 
 A :class:`PromptEncoder` maps prompts given as input-token embeddings [B, L, D] to the context rows
-the UNet's cross-attention reads at those L positions [B, L, N]. It adds BOS, EOS and padding itself.
+the UNet's cross-attention reads: at the L prompt positions (``encode``, [B, L, N]) or the whole
+padded sequence (``encode_sequence``, [B, 77, N]: BOS, prompt, EOS, padding — the W = 77 rows of
+Appendix A.2). It adds BOS, EOS and padding itself.
 
 * :class:`SequenceEncoder` wraps one CLIP-like encoder (SD1.x's CLIP-L, the miniature world's
   MiniTextEncoder): ``run`` takes whole-sequence input embeddings [B, T, D] and returns the hidden
   states the UNet is conditioned on [B, T, N] (the host picks the layer: last, or penultimate for
-  clip-skip/SDXL). ``length=None`` runs only BOS + prompt: for a causal encoder (CLIP) the rows
-  at the prompt positions do not depend on later positions, so this equals the 77-token run and is
-  many times cheaper; pass the host's padded length for a non-causal encoder.
+  clip-skip/SDXL). ``causal=True`` lets ``encode`` run only BOS + prompt: in a causal encoder (CLIP)
+  the rows at the prompt positions do not depend on later positions, so this equals the padded run
+  and is several times cheaper; ``causal=False`` always runs ``context_length`` positions.
 * :class:`ConcatenatedEncoders` is SDXL: two encoders read the same token ids (CLIP-L and OpenCLIP-G
   share the CLIP BPE vocabulary) and SDXL's cross-attention reads their outputs concatenated along
   the feature axis (768 ‖ 1280 = 2048). So D and N are the concatenations; a prompt's embedding is
@@ -30,6 +32,9 @@ class PromptEncoder(Protocol):
     def encode(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
         """[B, L, D] prompt input embeddings → [B, L, N] context rows at the prompt positions."""
 
+    def encode_sequence(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] prompt input embeddings → [B, T, N] all rows of the padded sequence."""
+
     def nearest_tokens(self, embeds: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Projection E⁻¹ of Algorithm 1: the id among ``allowed`` nearest each row [..., D]."""
 
@@ -46,26 +51,33 @@ def _nearest(unit: torch.Tensor, table_unit: torch.Tensor, allowed: torch.Tensor
 
 
 class SequenceEncoder:
-    """One CLIP-like encoder; see the module docstring for ``run`` and ``length``."""
+    """One CLIP-like encoder; see the module docstring for ``run`` and ``causal``."""
 
     def __init__(self, token_embedding: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],
-                 bos_id: int, eos_id: int, pad_id: int | None = None, length: int | None = None):
+                 bos_id: int, eos_id: int, pad_id: int | None = None, context_length: int = 77,
+                 causal: bool = True):
         self.token_embedding = token_embedding.detach().float()
         self.unit_table = _unit(self.token_embedding)
         self.run, self.bos_id, self.eos_id = run, bos_id, eos_id
         self.pad_id = eos_id if pad_id is None else pad_id
-        self.length = length
+        self.context_length, self.causal = context_length, causal
 
-    def encode(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
+    def _run(self, prompt_embeds: torch.Tensor, padded: bool) -> torch.Tensor:
         b, n = prompt_embeds.shape[:2]
-        if self.length is not None and n + 2 > self.length:
-            raise ValueError(f"prompt of {n} tokens does not fit the encoder's {self.length} positions")
-        tail = [] if self.length is None else [self.eos_id] + [self.pad_id] * (self.length - n - 2)
+        if n + 2 > self.context_length:
+            raise ValueError(f"prompt of {n} tokens does not fit the encoder's {self.context_length} positions")
+        tail = [self.eos_id] + [self.pad_id] * (self.context_length - n - 2) if padded else []
         table = self.token_embedding.to(prompt_embeds.dtype)
         ids = torch.tensor(tail, dtype=torch.long)
         seq = torch.cat([table[self.bos_id].expand(b, 1, -1), prompt_embeds,
                          table[ids].expand(b, -1, -1)], dim=1)
-        return self.run(seq)[:, 1:1 + n]
+        return self.run(seq)
+
+    def encode(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        return self._run(prompt_embeds, padded=not self.causal)[:, 1:1 + prompt_embeds.shape[1]]
+
+    def encode_sequence(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        return self._run(prompt_embeds, padded=True)
 
     def nearest_tokens(self, embeds: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         return _nearest(_unit(embeds), self.unit_table, allowed)
@@ -86,6 +98,10 @@ class ConcatenatedEncoders:
     def encode(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
         parts = prompt_embeds.split(self.widths, dim=-1)
         return torch.cat([e.encode(p) for e, p in zip(self.encoders, parts)], dim=-1)
+
+    def encode_sequence(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        parts = prompt_embeds.split(self.widths, dim=-1)
+        return torch.cat([e.encode_sequence(p) for e, p in zip(self.encoders, parts)], dim=-1)
 
     def nearest_tokens(self, embeds: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         unit = torch.cat([_unit(p) for p in embeds.split(self.widths, dim=-1)], dim=-1)

@@ -9,8 +9,10 @@ updates the continuous one. Two update rules, since the sources disagree:
   L2-normalised gradient (Algorithm 1's update with the step length fixed);
 * ``"adamw"`` — PEZ as published: AdamW (lr 0.1, weight decay 0.1) on ê.
 
-F(E(c)) of a prompt is the mean of F over its L context rows (each row unit-normalised inside F, as
-for the vocabulary ranking). The best projected prompt seen is kept: Algorithm 1 returns the last,
+F(E(c)) of a prompt is the mean of F over context rows, each unit-normalised inside F as for the
+vocabulary ranking: ``rows="sequence"`` takes all W = 77 rows of E(c) (BOS, prompt, EOS, padding:
+Appendix A.2's E(c), whose padding rows summarise the whole prompt in a causal CLIP), ``"prompt"``
+only the L rows at the prompt's own positions (several times cheaper: BOS + prompt only). The best projected prompt seen is kept: Algorithm 1 returns the last,
 but the projected score is not monotone, and keeping the best costs nothing.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .encoders import PromptEncoder
 from .ranking import Objective
 
 OPTIMISERS = ("pgd", "adamw")
+ROWS = ("sequence", "prompt")
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,18 @@ class HardPrompt:
     """The iteration at which this projected prompt was first seen."""
 
 
-def prompt_score(encoder: PromptEncoder, objective_fn: Objective, prompt_embeds: torch.Tensor) -> torch.Tensor:
-    """F(E(c)) for a batch of prompts [B, L, D] → [B]: mean F over the L context rows."""
-    return objective_fn(encoder.encode(prompt_embeds)).mean(-1)
+def prompt_score(encoder: PromptEncoder, objective_fn: Objective, prompt_embeds: torch.Tensor,
+                 rows: str = "sequence") -> torch.Tensor:
+    """F(E(c)) for a batch of prompts [B, L, D] → [B]: mean F over the context rows ``rows``."""
+    if rows not in ROWS:
+        raise ValueError(f"unknown rows {rows!r}; one of {ROWS}")
+    context = encoder.encode_sequence(prompt_embeds) if rows == "sequence" else encoder.encode(prompt_embeds)
+    return objective_fn(context).mean(-1)
 
 
 def hard_prompt(encoder: PromptEncoder, objective_fn: Objective, length: int = 3, iterations: int = 1000,
                 lr: float | None = None, optimiser: str = "pgd", seed: int = 0,
-                allowed: torch.Tensor | None = None,
+                allowed: torch.Tensor | None = None, rows: str = "sequence",
                 progress: Callable[[int, int], None] | None = None,
                 check_interrupt: Callable[[], None] | None = None) -> HardPrompt:
     """Algorithm 1. ``allowed``: candidate token ids (default: the whole table; exclude the special
@@ -69,7 +76,7 @@ def hard_prompt(encoder: PromptEncoder, objective_fn: Objective, length: int = 3
         ids = encoder.nearest_tokens(soft.detach(), allowed)
         hard = table[ids].clone().requires_grad_(True)
         with torch.enable_grad():
-            score = prompt_score(encoder, objective_fn, hard.unsqueeze(0))[0]
+            score = prompt_score(encoder, objective_fn, hard.unsqueeze(0), rows)[0]
         key = tuple(ids.tolist())
         if key not in seen:
             seen[key] = float(score.detach())

@@ -36,6 +36,8 @@ class CaptionRequest:
     optimiser: str = "pgd"
     lr: float | None = None
     vocabulary: str = "raw"
+    rows: str = "sequence"
+    deflate: int = 0
     top_k: int = 20
 
 
@@ -90,7 +92,8 @@ def recover_caption(request: CaptionRequest, *, layers: Callable[[], TextReading
         pair = None
     if pair is not None:
         notes.append(pair.describe())
-        objective = ranking.objective(pair, request.objective if pair.before is not None else "eq17")
+        objective = ranking.objective(pair, request.objective if pair.before is not None else "eq17",
+                                      deflate=request.deflate)
         started = time.perf_counter()
         vocab = _vocabulary(request.vocabulary, encoder, allowed, check_interrupt)
         if vocab.vectors.shape[1] != pair.context_width:
@@ -115,11 +118,11 @@ def recover_caption(request: CaptionRequest, *, layers: Callable[[], TextReading
     else:
         started = time.perf_counter()
         best = pez.hard_prompt(encoder, objective, request.length, request.iterations, request.lr,
-                               request.optimiser, request.seed, allowed, progress, check_interrupt)
+                               request.optimiser, request.seed, allowed, request.rows, progress, check_interrupt)
         elapsed = time.perf_counter() - started
         result.caption = decode(best.token_ids)
         notes.insert(0, f"caption from: hard-prompt extraction (Algorithm 1, {request.optimiser}, "
-                        f"{objective.equation}), F = {best.score:.6g} at iteration {best.iteration}")
+                        f"{objective.equation} over {request.rows} rows), F = {best.score:.6g} at iteration {best.iteration}")
         notes.append(f"PEZ: {request.iterations} iterations in {elapsed:.1f} s "
                      f"({request.iterations / max(elapsed, 1e-9):.1f} it/s)")
     return result

@@ -14,7 +14,7 @@ from finextract.miniature.tokenizer import END, START, tokenize
 
 def _recover(world, method, files=(), layers=True, **settings):
     pair = (lambda: weight_delta.from_state_dicts(world.base, world.tuned)) if layers else None
-    return recover_caption(CaptionRequest(method=method, iterations=50, length=2, **settings), layers=pair,
+    return recover_caption(CaptionRequest(method=method, iterations=50, length=2, rows="prompt", **settings), layers=pair,
                            encoder=world.encoder, decode=lambda ids: " ".join(f"t{i}" for i in ids),
                            allowed=world.allowed(), metadata_files=files)
 

@@ -19,7 +19,8 @@ def graph(models, method="ranking", iterations=4, loras=(), finetuned="none", le
         "C": {"class_type": "FineXtractCaptionInverter", "inputs": {
             "base_model": ["L", 0], "finetuned_model": ["L", 1], "clip": ["L", 2],
             "method": method, "length": length, "iterations": iterations, "seed": 0, "objective": "eq19",
-            "optimiser": "pgd", "lr": 0.1, "vocabulary": "raw"}},
+            "optimiser": "pgd", "lr": 0.1, "vocabulary": "raw", "rows": "sequence",
+            "deflate": 0}},
         "R0": {"class_type": "PreviewAny", "inputs": {"source": ["C", 0]}},
         "R1": {"class_type": "PreviewAny", "inputs": {"source": ["C", 1]}},
         "R2": {"class_type": "PreviewAny", "inputs": {"source": ["C", 2]}},
@@ -51,7 +52,7 @@ def test_ranking_on_lora_pair(comfy, comfy_models):
 def test_pez_through_loaded_clip_on_full_pair(comfy, comfy_models):
     caption, _, source = texts(comfy.run(graph(comfy_models, method="pez", iterations=3,
                                                finetuned=comfy_models.checkpoints["finetuned"])))
-    assert caption and "hard-prompt extraction (Algorithm 1, pgd, eq19)" in source
+    assert caption and "hard-prompt extraction (Algorithm 1, pgd, eq19 over sequence rows)" in source
     assert "PEZ: 3 iterations" in source and "14 of 14" in source
 
 
