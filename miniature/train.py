@@ -96,7 +96,7 @@ def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
 
 
 def train_unet(unet, text, latents: torch.Tensor, captions: list[str], steps: int, batch: int,
-               lr: float, seed: int, alphas_cumprod: torch.Tensor, ema_decay: float = 0.999,
+               lr: float, seed: int, alphas_cumprod: torch.Tensor, ema_decay: float = 0.995,
                caption_dropout: float = 0.1, checkpoint=None, checkpoint_every: int = 0):
     """Pretrain ``unet`` in place with SD1's eps loss; returns the EMA copy (what ships).
 
