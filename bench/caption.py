@@ -96,15 +96,15 @@ def _fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadin
     return out
 
 
-def world(iterations: int = 1000, length: int = 3) -> None:
-    from safetensors.torch import load_file
-
-    from ..miniature.dataset import CONCEPT_FAMILIES
-    from ..miniature.model import load_pipeline
+def world(iterations: int = 1000, length: int = 3, rows: str = "sequence") -> None:
     base_path = WEIGHTS / "mini_base.safetensors"
     if not base_path.is_file():
         print(f"world: no {base_path} (the miniature world's weights are not here yet)")
         return
+    from safetensors.torch import load_file
+
+    from ..miniature.dataset import CONCEPT_FAMILIES  # the concept sets and their trigger captions
+    from ..miniature.model import load_pipeline
     base_unet = {k: v.float() for k, v in load_file(str(base_path)).items() if k.startswith("model.diffusion_model.")}
     encoder = clip_text_model(load_pipeline(base_path).text.requires_grad_(False), tokenizer.START, tokenizer.END)
     allowed = torch.arange(49406)
@@ -130,7 +130,7 @@ def world(iterations: int = 1000, length: int = 3) -> None:
                 row.append(f"{equation}/{vname}: {min((top.index(t) for t in wanted if t in top), default='-')}")
             for optimiser in pez.OPTIMISERS:
                 best, t = _timed(lambda: pez.hard_prompt(encoder, objective, length, iterations,
-                                                         optimiser=optimiser, allowed=allowed))
+                                                         optimiser=optimiser, allowed=allowed, rows=rows))
                 hit = bool(wanted & set(best.token_ids))
                 hits.setdefault(f"PEZ {equation} {optimiser}", []).append(hit)
                 words = "".join(inverse[i] for i in best.token_ids).replace("</w>", " ").strip()

@@ -1,22 +1,24 @@
 """What model guidance costs next to CFG: time per image and peak memory, FineXtract ÷ CFG.
 
-    python -m finextract.bench.guidance_cost [--images 2] [--steps 8] [--size 128] [--full]
+    python -m finextract.bench.guidance_cost [--images 2] [--steps 6] [--size 128] [--full]
 
 Both methods need two model evaluations per step, so FineXtract should cost what CFG costs
-(targets: time ≤ 1.05×; a base + LoRA pair's peak memory ≤ 1.05×). Measured side by side in one
-run, each configuration in its own fresh process (so one's memory never inflates another's):
+(targets: time ≤ 1.05×; a base + LoRA pair's peak memory ≤ 1.05×). Rows:
 
-- ``tiny``: a small plain-torch denoiser (100 M parameters, no ComfyUI), with the masked LoRA branch
-  of :mod:`..sampling.lora_branch` against CFG on merged weights, and the paper implementation's
-  layout (two full copies) for reference;
-- ``comfy-small`` / ``comfy-sd15`` (when ``COMFYUI_PATH`` is set): a random-weight SD1.5-architecture
-  model built with ComfyUI's classes (shrunk UNet; ``--full`` adds the full 860 M-parameter UNet),
-  sampled through the real :class:`..nodes.guider.ModelGuidanceGuider`, with a rank-16 LoRA on every
-  transformer linear layer and with a full fine-tuned checkpoint.
+- ``tiny``: a small plain-torch denoiser (100 M parameters, no ComfyUI): CFG on LoRA-merged weights
+  against FineXtract with the masked LoRA branch of :mod:`..sampling.lora_branch`; and a full
+  fine-tune pair (two models);
+- ``comfy`` (when ``COMFYUI_PATH`` is set): a random-weight SD1.5-architecture model built with
+  ComfyUI's own classes (shrunk UNet; ``--full`` adds the full 860 M-parameter UNet), sampled through
+  the real :class:`..nodes.guider.ModelGuidanceGuider`, with a rank-16 LoRA on every transformer
+  linear layer, and with a full fine-tuned checkpoint.
 
-Peak memory is the process's resident high-water mark during sampling (Linux ``VmHWM``, reset after
-loading and a warm-up step), so it counts weights, patched copies and activations, not the loading.
-ComfyUI workers run under ``$COMFYUI_PYTHON`` (default: this interpreter).
+Time: both methods in ONE process, runs interleaved, steady-state seconds per step (from the
+sampler's step callbacks: loading, weight patching and the first step excluded), fastest of
+``--repeats``. Memory: each method in its own fresh process, resident high-water mark (Linux
+``VmHWM``) over a sampling run after a warm-up run: weights, patched copies and activations count,
+loading does not. ComfyUI workers run under ``$COMFYUI_PYTHON`` (default: this interpreter).
+The benchmark imports ComfyUI (only for the ``comfy`` rows, in worker processes).
 """
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ import time
 import torch
 
 from ..sampling import guided_denoised
-from ..sampling.lora_branch import LowRankDelta, MaskedBranches, rows_of_chunks
+from ..sampling.lora_branch import LowRankDelta, MaskedBranches
 
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent
+METHODS = ("cfg", "finextract")
 
 
 def reset_peak():
@@ -51,17 +54,28 @@ def peak_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def timed(run, repeats: int) -> dict:
-    """Peak resident memory over ``repeats`` runs after a warm-up call, and the fastest run's
-    time (the machine is shared: the minimum is the least disturbed measurement)."""
-    run(warmup=True)
+def step_seconds(run) -> float:
+    """Steady-state seconds per step of ``run(on_step)``: first to last step end."""
+    marks = []
+    run(lambda *_: marks.append(time.perf_counter()))
+    return (marks[-1] - marks[0]) / (len(marks) - 1)
+
+
+def measure(mode: str, setups: dict, repeats: int) -> dict:
+    """``time``: every method in this process, runs interleaved so the shared machine's drifting
+    load hits each alike, fastest kept; ``memory``: one method, high-water mark of a run after a
+    warm-up run."""
+    if mode == "time":
+        times = {m: [] for m in setups}
+        for _ in range(repeats):
+            for m, run in setups.items():
+                times[m].append(step_seconds(run))
+        return {m: min(t) for m, t in times.items()}
+    (run,) = setups.values()
+    run(lambda *_: None)
     reset_peak()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(warmup=False)
-        times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_bytes": peak_bytes()}
+    run(lambda *_: None)
+    return {"peak_bytes": peak_bytes()}
 
 
 # --- a small plain-torch model -------------------------------------------------------------
@@ -82,66 +96,63 @@ class TinyDenoiser(torch.nn.Module):
         return h
 
 
-def tiny_worker(pair: str, method: str, images: int, steps: int, repeats: int, rank: int = 16) -> dict:
+@torch.no_grad()
+def tiny_setup(pair: str, method: str, images: int, steps: int, rank: int = 16):
+    """A sampling run of the tiny model: CFG on merged weights (as a host merges a LoRA),
+    FineXtract with the masked branch, or for a full fine-tune two separate models."""
     torch.manual_seed(0)
     dim, tokens = 1024, 16
-    with torch.no_grad():
-        base = TinyDenoiser(dim)
-        linears = [m for m in base.modules() if isinstance(m, torch.nn.Linear)]
-        lora = {m: [LowRankDelta(torch.randn(m.out_features, rank) * 0.01,
-                                 torch.randn(rank, m.in_features) / m.in_features ** 0.5, 1.0)] for m in linears}
-        if pair == "lora" and method == "cfg":  # a host merges the LoRA into the weights
-            for m, (d,) in lora.items():
-                m.weight += d.scale * d.up @ d.down
-            models, branches = {"ft": base}, None
-        elif pair == "lora" and method == "finextract":
-            models, branches = {"ft": base}, MaskedBranches(lora)
-        else:  # a full fine-tune, or the paper implementation's LoRA layout: two full models
-            ft = copy.deepcopy(base)
-            for m in ft.modules():
-                if isinstance(m, torch.nn.Linear):
-                    m.weight += 0.01 * torch.randn_like(m.weight)
-            models, branches = ({"ft": ft} if method == "cfg" else {"ft": ft, "base": base}), None
-            del ft
-        del base, linears
-        if branches is None:
-            del lora
+    base = TinyDenoiser(dim)
+    lora = {m: [LowRankDelta(torch.randn(m.out_features, rank) * 0.01,
+                             torch.randn(rank, m.in_features) / m.in_features ** 0.5, 1.0)]
+            for m in base.modules() if isinstance(m, torch.nn.Linear)}
+    branches = None
+    if pair == "lora" and method == "cfg":
+        for m, (d,) in lora.items():
+            m.weight += d.scale * d.up @ d.down
+        models = {"ft": base}
+    elif pair == "lora":
+        models, branches = {"ft": base}, MaskedBranches(lora)
+    else:
+        ft = copy.deepcopy(base)
+        for m in ft.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight += 0.01 * torch.randn_like(m.weight)
+        models = {"ft": ft} if method == "cfg" else {"ft": ft, "base": base}
+        del ft
+    del base, lora
     cond, empty = torch.full((dim,), 0.1), torch.zeros(dim)
     x0 = torch.randn(images, tokens, dim)
 
     @torch.no_grad()
-    def run(warmup):
+    def run(on_step):
         x = x0.clone()
-        for i in range(1 if warmup else steps):
-            sigma = 1.0 - i / steps
+        for i in range(steps):
             if "base" in models:  # two models: each runs its half
                 out = [models["ft"](x, cond), models["base"](x, empty)]
             else:  # one batched [cond, uncond] forward, as hosts do for CFG
                 inp, c = torch.cat([x, x]), torch.cat([cond.expand_as(x), empty.expand_as(x)])
                 if branches is not None:
-                    with branches.selecting(rows_of_chunks([0, 1], 2 * images, 0), 2 * images, x.device):
+                    with branches.installed(), branches.selecting(range(images), 2 * images, x.device):
                         out = models["ft"](inp, c).chunk(2)
                 else:
                     out = models["ft"](inp, c).chunk(2)
             denoised = guided_denoised(method, x, 1.0, out[0], out[1], 5.0, -0.02)
-            x = x + (denoised - x) / (steps - i) * sigma
+            x = x + (denoised - x) / (steps - i)
+            on_step()
 
-    if branches is not None:
-        with branches.installed():
-            return timed(run, repeats)
-    return timed(run, repeats)
+    return run
 
 
 # --- ComfyUI, SD1.5 architecture ------------------------------------------------------------
 
-def comfy_worker(folder: str, pair: str, method: str, images: int, steps: int, repeats: int,
-                 size: int) -> dict:
+def comfy_setups(folder: str, pair: str, methods: list, images: int, steps: int, size: int) -> dict:
     sys.path.insert(0, os.environ["COMFYUI_PATH"])
     from comfy.cli_args import args
     args.cpu = True
     import comfy.samplers
     import folder_paths
-    from ..bench.model_cache import manifest
+    from .model_cache import manifest
     from ..nodes.guider import ModelGuidanceGuider
     from ..nodes.pair import load_pair
 
@@ -156,25 +167,27 @@ def comfy_worker(folder: str, pair: str, method: str, images: int, steps: int, r
         loaded = load_pair(base, files["checkpoints"]["finetuned"]["file"], [])
     positive = loaded.clip.encode_from_tokens_scheduled(loaded.clip.tokenize("a photo of sks dog"))
     negative = loaded.base_clip.encode_from_tokens_scheduled(loaded.base_clip.tokenize(""))
-    guider = ModelGuidanceGuider(loaded.base, loaded.finetuned, method, 5.0 if pair == "lora" else 3.0, -0.02)
-    guider.set_conds(positive, negative)
-    del loaded
-    sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
     noise = torch.randn(images, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    setups = {}
+    for method in methods:
+        guider = ModelGuidanceGuider(loaded.base, loaded.finetuned, method, 5.0 if pair == "lora" else 3.0, -0.02)
+        guider.set_conds(positive, negative)
+        sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
 
-    def run(warmup):
-        use = sigmas[-2:] if warmup else sigmas
-        guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), use,
-                      disable_pbar=True, seed=0)
-
-    return timed(run, repeats)
+        def run(on_step, guider=guider, sigmas=sigmas):
+            guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
+                          callback=on_step, disable_pbar=True, seed=0)
+        setups[method] = run
+    del loaded
+    return setups
 
 
 # --- the run ----------------------------------------------------------------------------------
 
-def spawn(python: str, env: dict, threads: int, *worker_args) -> dict:
-    cmd = [python, "-m", "finextract.bench.guidance_cost", "--threads", str(threads),
-           "--worker", *map(str, worker_args)]
+def spawn(python: str, env: dict, args, *worker_args) -> dict:
+    cmd = [python, "-m", "finextract.bench.guidance_cost", "--threads", str(args.threads),
+           "--images", str(args.images), "--steps", str(args.steps), "--size", str(args.size),
+           "--repeats", str(args.repeats), "--worker", *map(str, worker_args)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {worker_args} failed:\n{proc.stderr[-3000:]}")
@@ -183,65 +196,66 @@ def spawn(python: str, env: dict, threads: int, *worker_args) -> dict:
 
 def package_env(tmp: str) -> dict:
     """An environment whose ``finextract`` is this checkout, whatever is installed."""
-    link = pathlib.Path(tmp) / "finextract"
-    link.symlink_to(PACKAGE_ROOT, target_is_directory=True)
+    (pathlib.Path(tmp) / "finextract").symlink_to(PACKAGE_ROOT, target_is_directory=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([tmp] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
 
 
-def report(model: str, pair: str, rows: dict, images: int):
-    cfg = rows["cfg"]
-    for method, r in rows.items():
-        print(f"{model:12s} {pair:5s} {method:18s} {r['seconds'] / images:8.3f} s/image "
-              f"{r['peak_bytes'] / 2**20:9.0f} MiB peak   time x{r['seconds'] / cfg['seconds']:.3f} "
-              f"memory x{r['peak_bytes'] / cfg['peak_bytes']:.3f} vs cfg")
+def compare(python: str, env: dict, args, model: str, pair: str, *extra):
+    """Two table rows: times interleaved in one process, memory in one process per method."""
+    times = spawn(python, env, args, "time", model, pair, ",".join(METHODS), *extra)
+    memory = {m: spawn(python, env, args, "memory", model, pair, m, *extra)["peak_bytes"] for m in METHODS}
+    for m in METHODS:
+        print(f"{model:6s} {pair:5s} {m:11s} {times[m] * args.steps / args.images:8.3f} s/image "
+              f"{memory[m] / 2**20:8.0f} MiB peak | vs cfg: time x{times[m] / times['cfg']:.3f} "
+              f"memory x{memory[m] / memory['cfg']:.3f}", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128, help="image size (ComfyUI models), px")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (fastest kept)")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--size", type=int, default=128, help="image size of the ComfyUI rows, px")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (fastest kept)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads per worker (default 1: on a shared machine, more "
+                        help="torch CPU threads per worker (default 1: on a shared machine more "
                              "threads make every small kernel wait for descheduled workers, which "
                              "measures the neighbours rather than the method)")
-    parser.add_argument("--full", action="store_true", help="also the full-size SD1.5 UNet (needs ~12 GB RAM)")
+    parser.add_argument("--full", action="store_true", help="also the full-size SD1.5 UNet (~12 GB RAM)")
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         torch.set_num_threads(args.threads)
-        kind, *rest = args.worker
+        mode, kind, pair, methods, *rest = args.worker
+        methods = methods.split(",")
         if kind == "tiny":
-            result = tiny_worker(rest[0], rest[1], *map(int, rest[2:]))
+            setups = {m: tiny_setup(pair, m, args.images, args.steps) for m in methods}
         else:
-            result = comfy_worker(rest[0], rest[1], rest[2], *map(int, rest[3:]))
-        print(json.dumps(result))
+            setups = comfy_setups(rest[0], pair, methods, args.images, args.steps, args.size)
+        print(json.dumps(measure(mode, setups, args.repeats)))
         return
-    print(f"FineXtract vs CFG, {args.images} images x {args.steps} steps, each row a fresh process "
-          f"(CPU, torch {torch.__version__}, {args.threads} thread(s) per worker)")
+    print(f"FineXtract vs CFG: {args.images} images x {args.steps} steps, CPU, torch {torch.__version__}, "
+          f"{args.threads} thread(s) per worker", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         env = package_env(tmp)
         if not args.skip_tiny:
-            for pair, methods in (("lora", ("cfg", "finextract")), ("full", ("cfg", "finextract"))):
-                rows = {m: spawn(sys.executable, env, args.threads, "tiny", pair, m, args.images, args.steps, args.repeats) for m in methods}
-                report("tiny", pair, rows, args.images)
+            print("tiny: 100 M-parameter MLP denoiser, LoRA = rank 16 on every linear layer", flush=True)
+            for pair in ("lora", "full"):
+                compare(sys.executable, env, args, "tiny", pair)
         comfyui = os.environ.get("COMFYUI_PATH")
         if not comfyui:
-            print("COMFYUI_PATH unset: ComfyUI SD1.5-architecture rows skipped")
+            print("COMFYUI_PATH unset: the ComfyUI SD1.5-architecture rows are skipped")
             return
         from .model_cache import model_folder
         python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-        for model, full in (("comfy-small", False), ("comfy-sd15", True))[: 2 if args.full else 1]:
+        for full in (False, True)[: 2 if args.full else 1]:
             folder = model_folder(comfyui, python, full=full)
+            print(f"comfy: {'full' if full else 'shrunk'} SD1.5-architecture UNet, {args.size} px, "
+                  "LoRA = rank 16 on every transformer linear layer", flush=True)
             for pair in ("lora", "full"):
-                rows = {m: spawn(python, env, args.threads, "comfy", folder, pair, m, args.images, args.steps,
-                                   args.repeats, args.size)
-                        for m in ("cfg", "finextract")}
-                report(model, pair, rows, args.images)
+                compare(python, env, args, "comfy", pair, folder)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class CaptionRequest:
     lr: float | None = None
     vocabulary: str = "raw"
     rows: str = "sequence"
+    deflate: int = 0
     top_k: int = 20
 
 
@@ -91,7 +92,8 @@ def recover_caption(request: CaptionRequest, *, layers: Callable[[], TextReading
         pair = None
     if pair is not None:
         notes.append(pair.describe())
-        objective = ranking.objective(pair, request.objective if pair.before is not None else "eq17")
+        objective = ranking.objective(pair, request.objective if pair.before is not None else "eq17",
+                                      deflate=request.deflate)
         started = time.perf_counter()
         vocab = _vocabulary(request.vocabulary, encoder, allowed, check_interrupt)
         if vocab.vectors.shape[1] != pair.context_width:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import pathlib
 import re
@@ -273,3 +274,46 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
     _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed + 1,
                      augment, log_every)
     return with_unet(pipe, unet, text)
+
+
+# ---------------------------------------------------------------- CLI: the shipped demo LoRA
+
+def write_concept(name: str, folder: pathlib.Path) -> tuple[np.ndarray, str]:
+    """Write concept set ``name``'s training images as PNGs and its caption to ``folder``/name."""
+    from PIL import Image
+    images, caption = dataset.concept_set(name)
+    d = folder / name
+    d.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(d / f"{i:02d}.png")
+    (d / "caption.txt").write_text(caption + "\n")
+    return images, caption
+
+
+def main(argv: list[str] | None = None) -> None:
+    here = pathlib.Path(__file__).resolve().parent
+    p = argparse.ArgumentParser(prog="python -m finextract.miniature.finetune",
+                                description="Train a LoRA of a concept set on the miniature base and ship it "
+                                            "(weights/mini_lora_<concept>.safetensors, concepts/<concept>/).")
+    p.add_argument("--concept", default="mosaic", choices=dataset.CONCEPT_NAMES)
+    p.add_argument("--base", type=pathlib.Path, default=here / "weights" / "mini_base.safetensors")
+    p.add_argument("--steps", type=int, default=None, help="default 200·N0")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    images, caption = write_concept(a.concept, here / "concepts")
+    pipe = load_pipeline(a.base)
+    tensors = train_lora(pipe, images, caption, a.steps, rank=a.rank, alpha=float(a.rank), lr=a.lr, seed=a.seed,
+                         log_every=100)
+    out = here / "weights" / f"mini_lora_{a.concept}.safetensors"
+    save_lora(out, tensors, {"ss_network_module": "networks.lora", "ss_network_dim": str(a.rank),
+                             "ss_network_alpha": str(float(a.rank)), "ss_num_train_images": str(len(images)),
+                             "ss_tag_frequency": json.dumps({f"1_{a.concept}": {caption: len(images)}}),
+                             "finextract.family": "mini-ldm-64"})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -55,23 +55,15 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float = 1e-6) -> tuple[torch.Tenso
 
 
 def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, seed: int,
-              crop_steps: int, decoder_only: bool = False) -> None:
-    """Train ``vae`` in place: ``crop_steps`` steps on random 32 px crops, then full images.
-
-    ``decoder_only`` trains post_quant_conv + decoder on a frozen encoder (as SD's ft-MSE VAE was
-    made): the latent space stays fixed, so this can run beside, or after, UNet pretraining."""
+              crop_steps: int) -> None:
+    """Train ``vae`` in place: ``crop_steps`` steps on random 32 px crops, then full images."""
     gen = torch.Generator().manual_seed(seed)
-    params = (list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
-              if decoder_only else list(vae.parameters()))
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     data = to_model_images(images)
-    if not decoder_only:
-        with torch.no_grad():  # start with a near-deterministic posterior (std e^-4)
-            vae.quant_conv.bias[vae.quant_conv.out_channels // 2:] = -8.0
+    with torch.no_grad():  # start with a near-deterministic posterior (std e^-4)
+        vae.quant_conv.bias[vae.quant_conv.out_channels // 2:] = -8.0
     vae.train()
-    vae.encoder.requires_grad_(not decoder_only)
-    vae.quant_conv.requires_grad_(not decoder_only)
     for step in range(steps):
         idx = torch.randint(0, len(data), (batch,), generator=gen)
         x = data[idx]
@@ -88,6 +80,38 @@ def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, seed: 
     vae.eval()
 
 
+def train_decoder(vae, images: np.ndarray, steps: int, batch: int, lr: float, seed: int,
+                  crop_steps: int) -> None:
+    """Fine-tune post_quant_conv + decoder on the frozen encoder's posterior means (as SD's
+    ft-MSE VAE was made): the latent space stays fixed, so this runs beside or after UNet
+    pretraining without invalidating it. Crops are latent-aligned: an 8×8 latent window decodes
+    to its 32×32 pixel window, 4× cheaper than full images."""
+    gen = torch.Generator().manual_seed(seed)
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    vae.requires_grad_(False).eval()
+    latents = encode_latents(vae, images)
+    data = to_model_images(images)
+    for p in params:
+        p.requires_grad_(True)
+    for step in range(steps):
+        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        z, x = latents[idx], data[idx]
+        if step < crop_steps:
+            oy, ox = torch.randint(0, 9, (2,), generator=gen).tolist()
+            z, x = z[:, :, oy:oy + 8, ox:ox + 8], x[:, :, 4 * oy:4 * oy + 32, 4 * ox:4 * ox + 32]
+        rec = vae.decode(z)
+        l1 = (rec - x).abs().mean()
+        loss = l1 + F.mse_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            _log(f"decoder step {step}/{steps} loss {loss.item():.4f} l1 {l1.item():.4f}")
+
+
 @torch.no_grad()
 def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """Posterior means of ``images`` (N, 4, 16, 16)."""
@@ -96,7 +120,7 @@ def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
 
 
 def train_unet(unet, text, latents: torch.Tensor, captions: list[str], steps: int, batch: int,
-               lr: float, seed: int, alphas_cumprod: torch.Tensor, ema_decay: float = 0.999,
+               lr: float, seed: int, alphas_cumprod: torch.Tensor, ema_decay: float = 0.995,
                caption_dropout: float = 0.1, checkpoint=None, checkpoint_every: int = 0):
     """Pretrain ``unet`` in place with SD1's eps loss; returns the EMA copy (what ships).
 
@@ -175,8 +199,10 @@ def main(argv: list[str] | None = None) -> None:
             unet = pipe.unet
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.stage == "vae":
-        train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps, a.decoder_only)
-        if not a.decoder_only:
+        if a.decoder_only:
+            train_decoder(vae, images, a.steps, a.batch, a.lr or 5e-4, a.seed, a.crop_steps)
+        else:
+            train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps)
             with torch.no_grad():
                 vae.fold_latent_scale(encode_latents(vae, images[:2000]).std(dim=(0, 2, 3)))
         save_checkpoint(a.out, unet, text, vae, {"finextract.stage": "vae-decoder" if a.decoder_only else "vae"},

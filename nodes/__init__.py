@@ -32,6 +32,9 @@ class FineXtractExtension(ComfyExtension):
             register()
         except (ImportError, AttributeError) as exc:  # a ComfyUI whose internals moved: SD models still work
             logging.warning("finextract: miniature model family not registered: %s", exc)
+        from .bundled import register_bundled_weights
+
+        register_bundled_weights()
         nodes = []
         for name in NODE_MODULES:
             try:

@@ -168,6 +168,8 @@ class FineXtractCaptionInverter(io.ComfyNode):
                                tooltip="Embeddings ranked: raw = the CLIP's input token table (seconds, an approximation); contextual = each token's encoder output as the cross-attention sees it (exact per the paper; minutes for CLIP-L on CPU)."),
                 io.Combo.Input("rows", options=list(ROWS), default="sequence",
                                tooltip="Context rows PEZ scores: sequence = all 77 rows of E(c) as the cross-attention reads them (paper); prompt = the prompt's own rows only (about 3x faster on CLIP-L)."),
+                io.Int.Input("deflate", default=0, min=0, max=16,
+                               tooltip="eq17 only: drop this many strongest directions of the weight change first (0 = the paper's Eq. 17). The strongest is usually the padding rows every prompt shares; 1 found planted tokens where 0 did not on our padded toy world."),
                 io.Combo.Input("metadata_file", options=files, default=NONE, optional=True,
                                tooltip="Fine-tune file whose training metadata to read, if the models did not come from FineXtractDualModelLoader."),
             ],
@@ -180,8 +182,9 @@ class FineXtractCaptionInverter(io.ComfyNode):
 
     @classmethod
     def execute(cls, base_model, finetuned_model, clip, method, length, iterations, seed, objective,
-                optimiser, lr, vocabulary, rows, metadata_file=NONE) -> io.NodeOutput:
-        request = CaptionRequest(method, length, iterations, seed, objective, optimiser, lr, vocabulary, rows=rows)
+                optimiser, lr, vocabulary, rows, deflate, metadata_file=NONE) -> io.NodeOutput:
+        request = CaptionRequest(method, length, iterations, seed, objective, optimiser, lr, vocabulary,
+                                 rows=rows, deflate=deflate)
         encoder, tokenizer = prompt_encoder(clip)
         specials = {tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token} - {None}
         allowed = torch.tensor([i for i in range(encoder.token_embedding.shape[0]) if i not in specials])

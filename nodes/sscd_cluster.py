@@ -77,7 +77,9 @@ class FineXtractSSCDCluster(io.ComfyNode):
                       check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
         extracted = torch.cat([fetch(out.result.indices[i:i + chunk_size])
                                for i in range(0, n0, chunk_size)])
-        clusters = {**out.summary(), "n0": n0, "provenance": provenance}
+        clusters = {**out.summary(), "n0": n0, "provenance": provenance, "parameters": {
+            "n0": n0, "mode": mode, "time_cap": time_cap, "centred": centred, "prefilter": prefilter,
+            "keep": keep, "chunk_size": chunk_size}}
         r = out.result
         summary = json.dumps({
             "descriptor": out.descriptor, "prefilter": out.prefilter, "mode": r.mode, "n_generated": n,

@@ -133,3 +133,16 @@ def test_shipped_workflow_is_sound(name):
     notes = [n for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote")]
     assert notes, "shipped workflows explain their steps in Note nodes"
     assert all(n.get("title") for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote"))
+
+
+def test_frontend_extension_widgets_are_positions_without_inputs():
+    """PreviewAny gets three widgets from a frontend extension, none of them an input."""
+    b = UIBuilder(SCHEMAS)
+    ckpt = b.add("CheckpointLoaderSimple", ckpt_name="a.safetensors")
+    text = b.add("CLIPTextEncode", text="x", clip=(ckpt, 1))
+    preview = b.add("PreviewAny", source=(text, 0))
+    wf = b.workflow()
+    assert node(wf, "PreviewAny")["widgets_values"] == [None, None, None]
+    assert to_api(wf, SCHEMAS)[str(preview)]["inputs"] == {"source": ["2", 0]}
+    node(wf, "PreviewAny")["widgets_values"][0] = "stale text"
+    assert any("frontend widget holds 'stale text'" in e for e in validate(wf, SCHEMAS))

@@ -7,10 +7,11 @@ few steps on prompts that carry a planted caption (DreamBooth's setting: the sam
 image; BOS + caption + EOS, *no padding rows*). Nothing in it knows the planted tokens except the
 training loss.
 
-No padding rows on purpose: these tests check that the maths recovers a direction planted in the
+No padding rows by default: these tests check that the maths recovers a direction planted in the
 K/V row space. With SD-style padding (13 of 16 rows EOS/pad) the padding rows dominate Δβ's row
-space and neither Eq. 17/19 nor PEZ surfaces the planted token in this world (measured; see the
-caption bench and the report) — a limitation of the method the tests must not hide.
+space and neither Eq. 17/19 nor PEZ surfaces the planted token in this world (measured) — a limitation
+of the method the tests must not hide; ``padded=True`` builds that world, where Eq. 17 with
+``deflate=1`` (ranking.single_token_objective) recovers the token.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ class CaptionWorld:
         return torch.arange(2, VOCAB)
 
 
-def build_world(planted, seed=0):
+def build_world(planted, seed=0, padded=False):
     torch.manual_seed(seed)
     text = TinyCausalEncoder().eval()
     for p in text.parameters():
@@ -105,7 +106,8 @@ def build_world(planted, seed=0):
     g = torch.Generator().manual_seed(seed + 1)
     base = cross_attention_state(generator=g)
     with torch.no_grad():
-        context = text.context([BOS] + planted + [EOS])[0]
+        tail = [EOS] * (16 - 1 - len(planted)) if padded else [EOS]
+        context = text.context([BOS] + planted + tail)[0]
     tuned = fine_tune(base, context, seed=seed)
     encoder = SequenceEncoder(text.token_embedding.weight, text.run, BOS, EOS, context_length=16)
     return CaptionWorld(text, encoder, base, planted, tuned)
@@ -125,3 +127,10 @@ def two_token_world():
 def unrelated_world():
     """Same base as ``single_token_world``, fine-tuned on another token: the control."""
     return build_world([42])
+
+
+@pytest.fixture(scope="module")
+def padded_worlds():
+    """SD-style fine-tunes: BOS, caption, EOS and padding to all 16 positions."""
+    return [build_world([42], 0, padded=True), build_world([777, 1500], 3, padded=True),
+            build_world([1800], 8, padded=True)]

@@ -55,3 +55,16 @@ def test_mismatched_families_are_refused(single_token_world):
         weight_delta.from_state_dicts(single_token_world.base, tuned)
     with pytest.raises(ValueError, match="no cross-attention"):
         weight_delta.from_state_dicts({"conv.weight": torch.zeros(2, 2)}, {"conv.weight": torch.ones(2, 2)})
+
+
+def test_padding_dominates_eq17_and_deflation_recovers_the_caption(padded_worlds):
+    """With padding rows in every training context, plain Eq. 17 ranks the padding's shared direction
+    (no planted token in the top 10); dropping the strongest direction (deflate=1) finds them."""
+    for world in padded_worlds:
+        layers = weight_delta.from_state_dicts(world.base, world.tuned)
+        ids = world.allowed()
+        vocab = ranking.contextual_vocabulary(world.encoder.encode, world.encoder.token_embedding, ids)
+        plain = [t for t, _ in ranking.rank_vocabulary(ranking.objective(layers, "eq17"), vocab, 10)]
+        deflated = [t for t, _ in ranking.rank_vocabulary(ranking.objective(layers, "eq17", deflate=1), vocab, 10)]
+        assert not set(world.planted) & set(plain)
+        assert set(world.planted) & set(deflated), (world.planted, deflated)

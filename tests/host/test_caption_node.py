@@ -19,7 +19,8 @@ def graph(models, method="ranking", iterations=4, loras=(), finetuned="none", le
         "C": {"class_type": "FineXtractCaptionInverter", "inputs": {
             "base_model": ["L", 0], "finetuned_model": ["L", 1], "clip": ["L", 2],
             "method": method, "length": length, "iterations": iterations, "seed": 0, "objective": "eq19",
-            "optimiser": "pgd", "lr": 0.1, "vocabulary": "raw", "rows": "sequence"}},
+            "optimiser": "pgd", "lr": 0.1, "vocabulary": "raw", "rows": "sequence",
+            "deflate": 0}},
         "R0": {"class_type": "PreviewAny", "inputs": {"source": ["C", 0]}},
         "R1": {"class_type": "PreviewAny", "inputs": {"source": ["C", 1]}},
         "R2": {"class_type": "PreviewAny", "inputs": {"source": ["C", 2]}},

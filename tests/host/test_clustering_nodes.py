@@ -139,6 +139,7 @@ def test_latents_from_the_sampler_decoded_in_chunks_with_provenance(comfy, comfy
     _, report = _report(comfy, outputs)
     provenance = report["provenance"]
     assert provenance and json.dumps(provenance).count("sha256") >= 1
+    assert report["clustering"]["parameters"]["mode"] == "faithful"
     assert report["clustering"]["n_generated"] == 5 and round(report["clustering"]["threshold"], 4) == summary["threshold"]
 
 

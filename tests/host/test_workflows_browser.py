@@ -43,6 +43,7 @@ def page(comfy):
         page.on("console", lambda m: page.events.append(("console", m.type, m.text)))
         page.on("pageerror", lambda e: page.events.append(("pageerror", "error", str(e))))
         page.on("requestfailed", lambda r: page.events.append(("requestfailed", r.url, r.failure)))
+        page.set_default_timeout(180_000)  # a loaded 2-core machine takes minutes to serve the app
         page.goto(comfy.url)
         page.wait_for_function("window.app && window.app.graph && window.app.canvas", timeout=180_000)
         yield page
