@@ -80,38 +80,6 @@ def train_vae(vae, images: np.ndarray, steps: int, batch: int, lr: float, seed: 
     vae.eval()
 
 
-def train_decoder(vae, images: np.ndarray, steps: int, batch: int, lr: float, seed: int,
-                  crop_steps: int) -> None:
-    """Fine-tune post_quant_conv + decoder on the frozen encoder's posterior means (as SD's
-    ft-MSE VAE was made): the latent space stays fixed, so this runs beside or after UNet
-    pretraining without invalidating it. Crops are latent-aligned: an 8×8 latent window decodes
-    to its 32×32 pixel window, 4× cheaper than full images."""
-    gen = torch.Generator().manual_seed(seed)
-    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    vae.requires_grad_(False).eval()
-    latents = encode_latents(vae, images)
-    data = to_model_images(images)
-    for p in params:
-        p.requires_grad_(True)
-    for step in range(steps):
-        idx = torch.randint(0, len(data), (batch,), generator=gen)
-        z, x = latents[idx], data[idx]
-        if step < crop_steps:
-            oy, ox = torch.randint(0, 9, (2,), generator=gen).tolist()
-            z, x = z[:, :, oy:oy + 8, ox:ox + 8], x[:, :, 4 * oy:4 * oy + 32, 4 * ox:4 * ox + 32]
-        rec = vae.decode(z)
-        l1 = (rec - x).abs().mean()
-        loss = l1 + F.mse_loss(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"decoder step {step}/{steps} loss {loss.item():.4f} l1 {l1.item():.4f}")
-
-
 @torch.no_grad()
 def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """Posterior means of ``images`` (N, 4, 16, 16)."""
@@ -174,15 +142,12 @@ def main(argv: list[str] | None = None) -> None:
                    "unet: pretrain the UNet on the VAE of --init")
     p.add_argument("--out", type=pathlib.Path, default=BASE_CHECKPOINT)
     p.add_argument("--init", type=pathlib.Path, help="checkpoint whose VAE (and, for unet, text encoder) to use")
-    p.add_argument("--resume", action="store_true", help="unet: start from --init's UNet instead of a fresh one "
-                   "(the vae stage always keeps --init's UNet)")
+    p.add_argument("--resume", action="store_true", help="unet: start from --init's UNet instead of a fresh one")
     p.add_argument("--images", type=int, default=20000, help="pretraining set size")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--crop-steps", type=int, default=0, help="vae: steps on 32 px crops first")
-    p.add_argument("--decoder-only", action="store_true",
-                   help="vae: fine-tune only the decoder of --init (latent space unchanged, UNet stays valid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=0)
@@ -195,18 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.init is not None:
         pipe = load_pipeline(a.init)
         vae, text = pipe.vae, pipe.text
-        if a.resume or a.stage == "vae":
+        if a.resume:
             unet = pipe.unet
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.stage == "vae":
-        if a.decoder_only:
-            train_decoder(vae, images, a.steps, a.batch, a.lr or 5e-4, a.seed, a.crop_steps)
-        else:
-            train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps)
-            with torch.no_grad():
-                vae.fold_latent_scale(encode_latents(vae, images[:2000]).std(dim=(0, 2, 3)))
-        save_checkpoint(a.out, unet, text, vae, {"finextract.stage": "vae-decoder" if a.decoder_only else "vae"},
-                        dtype=torch.float16 if a.decoder_only else None)
+        train_vae(vae, images, a.steps, a.batch, a.lr or 2e-3, a.seed, a.crop_steps)
+        with torch.no_grad():
+            vae.fold_latent_scale(encode_latents(vae, images[:2000]).std(dim=(0, 2, 3)))
+        save_checkpoint(a.out, unet, text, vae, {"finextract.stage": "vae"})
         _log(f"wrote {a.out}")
         return
     from .model import alphas_cumprod
