@@ -9,6 +9,8 @@
 * ``world`` — the miniature world's real fine-tunes (``miniature/weights``: the base, and per
   concept set a LoRA and/or a full fine-tune): where each set's trigger token lands in the Eq. 17/19
   rankings (raw and contextual vocabularies) and whether PEZ's caption contains it.
+* ``world-trained`` — the same on fresh fine-tunes of every concept set (a LoRA and a DreamBooth-style
+  full fine-tune each, :mod:`finextract.miniature.finetune` defaults, 200·N0 steps; ~25 min).
 
 Run it niced on the shared machine: ``nice -n 10 python -m finextract.bench.caption``.
 """
@@ -96,7 +98,24 @@ def _fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadin
     return out
 
 
-def world(iterations: int = 1000, length: int = 3, rows: str = "sequence") -> None:
+def _trained_fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
+    """(concept, kind, layers) of a fresh LoRA and full fine-tune of every concept set."""
+    from ..miniature import dataset, finetune
+    from ..miniature.model import PREFIXES, load_pipeline
+    base = load_pipeline(WEIGHTS / "mini_base.safetensors")
+    out = []
+    for name in dataset.CONCEPT_NAMES:
+        images, caption = dataset.concept_set(name)
+        lora = finetune.train_lora(base, images, caption)
+        out.append((f"{name} lora", "lora", weight_delta.from_lora(lora, base_unet, source=f"{name} LoRA")))
+        tuned = finetune.dreambooth(base, images, caption).unet.state_dict()
+        out.append((f"{name} full", "full", weight_delta.from_state_dicts(
+            base_unet, {PREFIXES["unet"] + k: v for k, v in tuned.items()}, f"{name} full fine-tune")))
+        print(f"fine-tuned {name}", flush=True)
+    return out
+
+
+def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", trained: bool = False) -> None:
     base_path = WEIGHTS / "mini_base.safetensors"
     if not base_path.is_file():
         print(f"world: no {base_path} (the miniature world's weights are not here yet)")
@@ -115,7 +134,7 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence") -> No
     inverse = {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
     triggers = {f.name: f.caption.split()[-2] for f in CONCEPT_FAMILIES}
     hits: dict[str, list[bool]] = {}
-    for name, kind, layers in _fine_tunes(base_unet):
+    for name, kind, layers in (_trained_fine_tunes if trained else _fine_tunes)(base_unet):
         concept = next((c for c in triggers if c in name), None)
         if concept is None:
             continue
@@ -143,7 +162,7 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence") -> No
 def main(argv: list[str] | None = None) -> None:
     parts = (argv if argv is not None else sys.argv[1:]) or ["speed", "world"]
     for part in parts:
-        {"speed": speed, "world": world}[part]()
+        {"speed": speed, "world": world, "world-trained": lambda: world(trained=True)}[part]()
 
 
 if __name__ == "__main__":

@@ -192,6 +192,29 @@ class ModelFolder:
         self.loras = manifest["loras"]
 
 
+def stock_txt2img_graph(ckpt_name: str, prompt: str, size: int, batch_size: int, steps: int, sampler: str,
+                        prefix: str) -> dict:
+    """API-format graph of ComfyUI's stock nodes only: CheckpointLoaderSimple → CLIPTextEncode
+    (prompt, "") → KSampler (cfg 3) on EmptyLatentImage → VAEDecode → SaveImage (node "7")."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": batch_size}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "seed": 0, "steps": steps, "cfg": 3.0, "sampler_name": sampler, "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
+    }
+
+
+@pytest.fixture(scope="session")
+def stock_txt2img():
+    """:func:`stock_txt2img_graph`, for tests (conftest modules are not importable by name)."""
+    return stock_txt2img_graph
+
+
 @pytest.fixture(scope="session")
 def comfy_models() -> ModelFolder:
     try:

@@ -183,21 +183,11 @@ def host_checkpoints(comfy):
     return names
 
 
-def test_stock_graph_samples_over_http(comfy, host_checkpoints):
+def test_stock_graph_samples_over_http(comfy, host_checkpoints, stock_txt2img):
     """CheckpointLoaderSimple + CLIPTextEncode + KSampler + VAEDecode on a mini checkpoint in a real
     ComfyUI. EmptyLatentImage divides by 8, so 128×128 asks for the family's 16×16 latent (64 px)."""
     name = host_checkpoints["base"]
-    graph = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a sks dog", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 2}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
-            "seed": 0, "steps": 3, "cfg": 3.0, "sampler_name": "ddim", "scheduler": "normal", "denoise": 1.0}},
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "mini"}},
-    }
+    graph = stock_txt2img(name, "a photo of a sks dog", 128, 2, 3, "ddim", "mini")
     outputs = comfy.run(graph)
     images = [Image.open(io.BytesIO(comfy.view(item))) for item in outputs["7"]["images"]]
     assert [im.size for im in images] == [(64, 64), (64, 64)]
