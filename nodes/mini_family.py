@@ -50,9 +50,12 @@ _DECODER_SHAPES = {
 
 
 class MiniLatentFormat(comfy.latent_formats.LatentFormat):
-    """4 channels, scale factor 1.0: the latent std is folded into (post_)quant_conv."""
+    """4 channels, scale factor 1.0 (the latent std is folded into (post_)quant_conv), and the
+    VAE's 4× ratio as ``spacial_downscale_ratio`` (the attribute newer ComfyUI formats carry and
+    our sampler reads; ComfyUI 0.8.0 has none, so without it a 64 px request became an 8×8 latent)."""
     scale_factor = 1.0
     latent_channels = 4
+    spacial_downscale_ratio = VAE_DOWNSCALE
 
 
 class MiniClipL(comfy.sd1_clip.SDClipModel):

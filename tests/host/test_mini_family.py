@@ -106,6 +106,9 @@ def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
     assert model.model.model_type.name == "EPS"
     assert model.model.latent_format.scale_factor == 1.0 and model.model.latent_format.latent_channels == 4
     assert vae.downscale_ratio == vae.upscale_ratio == 4
+    # the pack's sampler sizes latents from the model: 64 px must be the family's 16×16 latent
+    from finextract.nodes.sampler import latent_shape
+    assert latent_shape(model, 64, 64) == (4, 16, 16)
 
 
 def test_schedule_equal(both_worlds):
