@@ -8,7 +8,8 @@
   rows only (the causal shortcut: BOS + prompt).
 * ``world`` — the miniature world's real fine-tunes (``miniature/weights``: the base, and per
   concept set a LoRA and/or a full fine-tune): where each set's trigger token lands in the Eq. 17/19
-  rankings (raw and contextual vocabularies) and whether PEZ's caption contains it.
+  rankings (raw and contextual vocabularies; Eq. 17 also deflated by 1 and 2 directions) and whether
+  PEZ's caption contains it.
 * ``world-trained`` — the same on fresh fine-tunes of every concept set (a LoRA and a DreamBooth-style
   full fine-tune each, :mod:`finextract.miniature.finetune` defaults, 200·N0 steps; ~25 min).
 
@@ -115,7 +116,8 @@ def _trained_fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.Te
     return out
 
 
-def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", trained: bool = False) -> None:
+def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", trained: bool = False,
+          deflations: tuple[int, ...] = (1, 2)) -> None:
     base_path = WEIGHTS / "mini_base.safetensors"
     if not base_path.is_file():
         print(f"world: no {base_path} (the miniature world's weights are not here yet)")
@@ -140,8 +142,9 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
             continue
         wanted = set(tokenizer.encode(triggers[concept]))
         row = [f"{name:28s} trigger {triggers[concept]!r}"]
-        for equation in ranking.OBJECTIVES:
-            objective = ranking.objective(layers, equation)
+        for equation, deflate in [(e, 0) for e in ranking.OBJECTIVES] + [("eq17", d) for d in deflations]:
+            objective = ranking.objective(layers, equation, deflate=deflate)
+            equation = objective.equation
             for vname, vocab in vocabs.items():
                 top = [t for t, _ in ranking.rank_vocabulary(objective, vocab, 10)]
                 hit = bool(wanted & set(top))
