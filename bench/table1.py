@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..clustering import cluster, evaluate, load_descriptor
 from ..miniature import dataset, finetune
+from ..miniature.concepts import concept_images
 from ..miniature.demo import extract_images
 from ..miniature.model import load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
@@ -65,7 +66,7 @@ def _clustered(train_desc, desc, n0: int, mode: str = "fast") -> dict:
 
 def run_set(base, name: str, descriptor, cfg: dict) -> dict:
     """Every number of one concept set (see the module docstring); ``cfg`` = the run's settings."""
-    images, caption = dataset.concept_set(name)
+    images, caption = (concept_images(base, name) if cfg["concepts"] == "rendered" else dataset.concept_set(name))
     n0 = len(images)
     n = cfg["n_per_image"] * n0
     train_desc = descriptor.embed(images)
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-extras", action="store_true", help="only the main table (no A-ESR vs N, defences, sweeps)")
     p.add_argument("--sweep-n-per-image", type=int, default=None, help="N / N0 of the w'/k sweeps (default 10; quick 5)")
+    p.add_argument("--concepts", choices=("raw", "rendered"), default="raw",
+                   help="training images: the procedural concept sets, or those rendered through the VAE "
+                        "(miniature.concepts: on the VAE's manifold)")
     p.add_argument("--jobs", type=int, default=1, help="concept sets run in this many processes (2 on 2 cores)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)

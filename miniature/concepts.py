@@ -1,17 +1,17 @@
-"""The fine-tunes' training sets: each concept set as this world's "photographs".
+"""The concept sets "photographed" by the world's VAE: an option of the Table 1 benchmark.
 
 A latent diffusion model can only reproduce what its VAE can represent. Stable Diffusion's VAE
 returns a 512 px photo almost unchanged to SSCD, so a memorised SD training image can come back as
-a near-copy (the regime the paper measures). The miniature VAE, trained for minutes on a CPU, cannot
-do that for the raw procedural images: SSCD(image, its own VAE round trip) is only ≈ 0.18, so no
-generated image could ever score near the paper's 0.6 / 0.7 thresholds, whatever the fine-tune
-memorised (measured: a full fine-tune's Direct samples scored 0.50 against the *round-tripped*
-training images but 0.15 against the raw ones). So the training images of every fine-tune are the
-procedural concept images rendered through the world's VAE (encode → decode) and stored in 8 bits,
-as a camera renders a scene: they lie on the VAE's image manifold, as real photos lie on SD's.
-Measured on the shipped base: SSCD(rendered image, its own round trip) 0.85–0.92, while two
-instances of one concept score 0.31–0.36 on average (max 0.62) and different concepts 0.28: SSCD
-still tells the instances apart, and extraction is measurable against the paper's thresholds.
+a near-copy (the regime the paper measures). The shipped miniature VAE, trained for minutes on a
+CPU, cannot do that for the raw procedural images: SSCD(image, its own VAE round trip) is only
+≈ 0.18, so no generated image can score near the paper's 0.6 / 0.7 thresholds whatever the
+fine-tune memorised (measured: a full fine-tune's Direct samples scored 0.50 against the
+*round-tripped* training images but 0.15 against the raw ones). Rendering the concept images
+through the VAE (encode → decode, 8-bit) puts them on its manifold, as real photos lie on SD's:
+round trip 0.85–0.92, while two instances of one concept score 0.31–0.36 on average (max 0.62)
+and different concepts 0.28, so SSCD still tells instances apart.
+``python -m finextract.bench.table1 --concepts rendered`` fine-tunes and scores on these images;
+the shipped demo LoRA and the default benchmark use the raw ones (see the README's limits).
 """
 from __future__ import annotations
 
