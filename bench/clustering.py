@@ -94,7 +94,8 @@ def ram_child(n: int, chunk: int) -> dict:
             "latents_MiB": round(latents.numel() * 4 / 2**20, 1),
             "descriptors_MiB": round(n * 512 * 4 / 2**20, 2),
             "one_image_batch_MiB": round(n * 1024 * 1024 * 3 * 4 / 2**20),
-            "extracted": list(chosen.shape)}
+            "extracted": list(chosen.shape),
+            "extracted_MiB": round(chosen.numel() * 4 / 2**20, 1)}
 
 
 def _child(n, chunk, queue):
@@ -133,7 +134,9 @@ def main(argv=None):
     comparison = as_comparison(args.faithful_cap)
     a, b = ram[0], ram[-1]
     print(f"peak RSS grew {b['peak_rss_MiB'] - a['peak_rss_MiB']} MiB from N={a['N']} to N={b['N']}; "
-          f"latents grew {b['latents_MiB'] - a['latents_MiB']:.1f} MiB; one IMAGE batch would grow "
+          f"latents grew {b['latents_MiB'] - a['latents_MiB']:.1f} MiB, descriptors "
+          f"{b['descriptors_MiB'] - a['descriptors_MiB']:.2f} MiB, the N0 = N/50 extracted images "
+          f"{b['extracted_MiB'] - a['extracted_MiB']:.1f} MiB; one IMAGE batch would grow "
           f"{b['one_image_batch_MiB'] - a['one_image_batch_MiB']} MiB")
     fast10k = [r for r in times if r["mode"] == "fast"]
     print("fast/faithful time ratio per N: " + ", ".join(
