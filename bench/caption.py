@@ -7,9 +7,10 @@
   and L = 3 / 7, F over all 77 context rows (the paper's E(c)) side by side with F over the prompt
   rows only (the causal shortcut: BOS + prompt).
 * ``world`` — the miniature world's real fine-tunes (``miniature/weights``: the base, and per
-  concept set a LoRA and/or a full fine-tune): where each set's trigger token lands in the Eq. 17/19
-  rankings (raw and contextual vocabularies; Eq. 17 also deflated by 1 and 2 directions) and whether
-  PEZ's caption contains it.
+  concept set a LoRA and/or a full fine-tune): where each set's trigger token (and, after a slash,
+  the trigger or the concept noun, whichever comes first) lands in the Eq. 17/19 top 10 (raw and
+  contextual vocabularies; Eq. 17 also deflated by 1 and 2 directions), whether PEZ's caption
+  contains them, and hit rates of both.
 * ``world-trained`` — the same on fresh fine-tunes of every concept set (a LoRA and a DreamBooth-style
   full fine-tune each, :mod:`finextract.miniature.finetune` defaults, 200·N0 steps; ~25 min).
 
@@ -134,14 +135,18 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
         encoder.encode, encoder.token_embedding, allowed, 2048))
     print(f"contextual vocabulary of the miniature encoder: {t_ctx:.1f} s")
     inverse = {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
+    # "a photo of <trigger> <concept noun>": both words are new to the base (no pretraining caption
+    # names them); the bar counts the trigger or the concept token.
     triggers = {f.name: f.caption.split()[-2] for f in CONCEPT_FAMILIES}
+    nouns = {f.name: f.caption.split()[-1] for f in CONCEPT_FAMILIES}
     hits: dict[str, list[bool]] = {}
     for name, kind, layers in (_trained_fine_tunes if trained else _fine_tunes)(base_unet):
         concept = next((c for c in triggers if c in name), None)
         if concept is None:
             continue
         wanted = set(tokenizer.encode(triggers[concept]))
-        row = [f"{name:28s} trigger {triggers[concept]!r}"]
+        either = wanted | set(tokenizer.encode(nouns[concept]))
+        row = [f"{name:28s} trigger {triggers[concept]!r} noun {nouns[concept]!r}"]
         for equation, deflate in [(e, 0) for e in ranking.OBJECTIVES] + [("eq17", d) for d in deflations]:
             objective = ranking.objective(layers, equation, deflate=deflate)
             equation = objective.equation
@@ -149,12 +154,16 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
                 top = [t for t, _ in ranking.rank_vocabulary(objective, vocab, 10)]
                 hit = bool(wanted & set(top))
                 hits.setdefault(f"top10 {equation} {vname}", []).append(hit)
-                row.append(f"{equation}/{vname}: {min((top.index(t) for t in wanted if t in top), default='-')}")
+                hits.setdefault(f"top10 {equation} {vname} (trigger or noun)", []).append(bool(either & set(top)))
+                row.append(f"{equation}/{vname}: {min((top.index(t) for t in wanted if t in top), default='-')}"
+                           f"/{min((top.index(t) for t in either if t in top), default='-')}")
             for optimiser in pez.OPTIMISERS:
                 best, t = _timed(lambda: pez.hard_prompt(encoder, objective, length, iterations,
                                                          optimiser=optimiser, allowed=allowed, rows=rows))
                 hit = bool(wanted & set(best.token_ids))
                 hits.setdefault(f"PEZ {equation} {optimiser}", []).append(hit)
+                hits.setdefault(f"PEZ {equation} {optimiser} (trigger or noun)", []).append(
+                    bool(either & set(best.token_ids)))
                 words = "".join(inverse[i] for i in best.token_ids).replace("</w>", " ").strip()
                 row.append(f"PEZ {equation}/{optimiser}: {words!r}{' HIT' if hit else ''} ({iterations / t:.0f} it/s)")
         print(" | ".join(row))
