@@ -13,12 +13,14 @@ Also, unless ``--no-extras``:
 - A-ESR and AS vs N (Fig. 4b): the FineXtract run of the full fine-tune re-clustered on its first
   N = m·N0 images (images have per-image seeds, so they *are* the m·N0-image run): no new sampling;
   and the same N = 50·N0 descriptors clustered in faithful mode beside the default fast mode;
-- defences (Table 4): FineXtract on full fine-tunes trained with Cutout and with RandAugment;
+- defences (Table 4): FineXtract on full fine-tunes trained with Cutout and with RandAugment, at
+  N = ``--defence-n-per-image``·N0, paired with the undefended run's first that many images;
 - w′ and k sweeps (Fig. 6) of FineXtract on the full fine-tune, at N = ``--sweep-n-per-image``·N0.
 
 Prints per-set rows, means, the spread across sets and paired win counts (methods share seeds, so
 compare them per set), and writes ``table1.json``, ``table1.png`` (AS per method and kind) and
-``table1_extras.png``. ``--quick``: two concept sets, shorter fine-tunes and fewer DDIM steps.
+``table1_extras.png``. ``--quick``: two concept sets, shorter fine-tunes and fewer DDIM steps, defences
+at 10·N0, faithful clustering capped at 10 s per threshold (~12 min with ``--jobs 2`` on 2 cores).
 ``--jobs 2`` runs concept sets in two processes (results do not depend on it).
 """
 from __future__ import annotations
@@ -59,9 +61,11 @@ def _metrics(train_desc, desc) -> dict:
             "best_score": raw["best_score"]}
 
 
-def _clustered(train_desc, desc, n0: int, mode: str = "fast") -> dict:
+def _clustered(train_desc, desc, n0: int, mode: str = "fast", time_cap: float = 30.0) -> dict:
     """Cluster ``desc`` (all generated images, in image order) into ``n0`` and score the centres."""
-    return _metrics(train_desc, desc[cluster(desc, n0, mode=mode).indices])
+    result = cluster(desc, n0, mode=mode, time_cap=time_cap)
+    return {**_metrics(train_desc, desc[result.indices]), "seconds": round(result.seconds, 1),
+            "capped_thresholds": result.capped_thresholds}
 
 
 def run_set(base, name: str, descriptor, cfg: dict) -> dict:
@@ -105,11 +109,13 @@ def run_set(base, name: str, descriptor, cfg: dict) -> dict:
     full = models["full"][0]
     out["vs_n"] = {str(m): _clustered(train_desc, fx_full_desc[:m * n0], n0)
                    for m in N_PER_IMAGE if m <= cfg["n_per_image"]}
-    out["faithful"] = _clustered(train_desc, fx_full_desc, n0, mode="faithful")
-    out["defences"] = {"none": out["full"]["finextract"]}
+    out["faithful"] = _clustered(train_desc, fx_full_desc, n0, mode="faithful", time_cap=cfg["faithful_cap"])
+    n_defence = cfg["defence_n_per_image"] * n0
+    out["defences"] = {"none": (out["full"]["finextract"] if n_defence == n else
+                                _clustered(train_desc, fx_full_desc[:n_defence], n0))}
     for defence in DEFENCES:
         out["defences"][defence] = run(full_finetune(finetune.AUGMENTATIONS[defence]), base, "finextract", 3.0, k,
-                                       f"{name} full+{defence} finextract")[0]
+                                       f"{name} full+{defence} finextract", n_defence)[0]
     n_sweep = cfg["sweep_n_per_image"] * n0
     out["w_sweep"] = {str(w): run(full, base, "finextract", w, k, f"{name} sweep w'={w}", n_sweep)[0]
                       for w in W_SWEEP}
@@ -166,6 +172,7 @@ def summarise_extras(per_set: dict) -> dict:
         "more_generations_do_not_hurt": bool(all(b >= a - 0.01 for a, b in zip(as_by_n, as_by_n[1:]))),
         "fast_vs_faithful_AS": {"fast": float(np.mean([per_set[s]["full"]["finextract"]["AS"] for s in per_set])),
                                 "faithful": float(np.mean([per_set[s]["faithful"]["AS"] for s in per_set]))},
+        "faithful_capped_thresholds": int(sum(per_set[s]["faithful"].get("capped_thresholds", 0) for s in per_set)),
         "defences": defences,
         "defence_reduced_AS": {d: {"sets": len(per_set), "sets_reduced": int(sum(
             per_set[s]["defences"][d]["AS"] < per_set[s]["defences"]["none"]["AS"] for s in per_set))}
@@ -247,6 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-extras", action="store_true", help="only the main table (no A-ESR vs N, defences, sweeps)")
     p.add_argument("--sweep-n-per-image", type=int, default=None, help="N / N0 of the w'/k sweeps (default 10; quick 5)")
+    p.add_argument("--defence-n-per-image", type=int, default=None,
+                   help="N / N0 of the Cutout/RandAugment runs (default: --n-per-image; quick 10)")
+    p.add_argument("--faithful-cap", type=float, default=None,
+                   help="faithful clustering's seconds per threshold (paper and default 30; quick 10)")
     p.add_argument("--concepts", choices=("raw", "rendered"), default="raw",
                    help="training images: the procedural concept sets, or those rendered through the VAE "
                         "(miniature.concepts: on the VAE's manifold)")
@@ -260,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = {k: v for k, v in vars(a).items() if k not in ("out", "no_extras", "jobs", "quick", "sets")}
     cfg.update(sets=sets, quick=a.quick, ddim_steps=ddim_steps, ft_steps=ft_steps, lora_steps=a.lora_steps or ft_steps,
                sweep_n_per_image=a.sweep_n_per_image or (5 if a.quick else 10), extras=not a.no_extras,
+               defence_n_per_image=min(a.defence_n_per_image or (10 if a.quick else a.n_per_image), a.n_per_image),
+               faithful_cap=a.faithful_cap or (10.0 if a.quick else 30.0),
                w_full=3.0, w_lora=5.0, descriptor=descriptor_name)
     _log(f"table1: {cfg} ({a.jobs} job(s))")
     start = time.monotonic()
@@ -294,8 +307,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {metric} vs N/N0: " + "  ".join(f"{m}: {v:.3f}" for m, v in row.items()))
         print(f"  more generations do not hurt (AS within 0.01): {x['more_generations_do_not_hurt']}")
         print(f"  clustering at N = {a.n_per_image}·N0: AS fast {x['fast_vs_faithful_AS']['fast']:.3f}, "
-              f"faithful {x['fast_vs_faithful_AS']['faithful']:.3f}")
-        print("  defences AS: " + "  ".join(f"{d}: {v:.3f}" for d, v in x["defences"].items()) + "; reduced AS in "
+              f"faithful {x['fast_vs_faithful_AS']['faithful']:.3f} ({x['faithful_capped_thresholds']} thresholds "
+              f"hit the {cfg['faithful_cap']:g} s cap)")
+        print(f"  defences AS (N = {cfg['defence_n_per_image']}·N0): "
+              + "  ".join(f"{d}: {v:.3f}" for d, v in x["defences"].items()) + "; reduced AS in "
               + ", ".join(f"{d} {r['sets_reduced']}/{r['sets']} sets" for d, r in x["defence_reduced_AS"].items()))
         print(f"  w' sweep AS (N = {cfg['sweep_n_per_image']}·N0): "
               + "  ".join(f"{w}: {v:.3f}" for w, v in x["w_sweep"].items()))

@@ -20,10 +20,12 @@ def test_extras_summary_means_pairs_and_flags():
     x = summarise(per_set)["extras"]
     assert x["vs_n"]["AS"] == {"1": 0.4, "5": 0.6} and x["vs_n"]["A-ESR@0.6"] == {"1": 0.0, "5": 0.5}
     assert x["more_generations_do_not_hurt"]
-    assert x["fast_vs_faithful_AS"] == {"fast": 0.6, "faithful": 0.6}
+    assert x["fast_vs_faithful_AS"] == {"fast": 0.6, "faithful": 0.6} and x["faithful_capped_thresholds"] == 0
     assert x["defence_reduced_AS"] == {"cutout": {"sets": 2, "sets_reduced": 2},
                                        "randaugment": {"sets": 2, "sets_reduced": 1}}
     assert x["w_sweep"] == {"1.0": 0.2, "3.0": 0.4}
+    per_set["b"]["faithful"]["capped_thresholds"] = 3
+    assert summarise(per_set)["extras"]["faithful_capped_thresholds"] == 3
     per_set["a"]["vs_n"]["5"] = _scores(0.0)  # mean AS 0.40 at N0, 0.35 at 5·N0: more generations hurt
     assert not summarise(per_set)["extras"]["more_generations_do_not_hurt"]
 
