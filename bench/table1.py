@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench-table1"))
     p.add_argument("--sets", nargs="*", help="concept sets (default: all; --quick: the first two)")
     p.add_argument("--n-per-image", type=int, default=50, help="N / N0 (paper: 50)")
-    p.add_argument("--ddim-steps", type=int, default=None)
+    p.add_argument("--ddim-steps", type=int, default=None,
+                   help="DDIM steps per image (default 15, quick 10: the 90-min budget on 2 cores)")
     p.add_argument("--ft-steps", type=int, default=None, help="full fine-tune steps (paper: 200·N0)")
     p.add_argument("--lora-steps", type=int, default=None)
     p.add_argument("--ft-lr", type=float, default=1e-4)
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     sets = a.sets or (list(dataset.CONCEPT_NAMES[:2]) if a.quick else list(dataset.CONCEPT_NAMES))
-    ddim_steps = a.ddim_steps or (10 if a.quick else 25)
+    ddim_steps = a.ddim_steps or (10 if a.quick else 15)
     ft_steps = a.ft_steps or (100 * dataset.N0 if a.quick else 200 * dataset.N0)
     descriptor_name = load_descriptor().name
     cfg = {k: v for k, v in vars(a).items() if k not in ("out", "no_extras", "jobs", "quick", "sets")}
