@@ -1,4 +1,4 @@
-"""Caption recovery benchmark: ``python -m finextract.bench.caption [speed] [world]``.
+"""Caption recovery benchmark: ``python -m finextract.bench.caption [speed] [world] [world-trained] [table7]``.
 
 * ``speed`` — an SD1.5-size CLIP-L text encoder (the miniature MiniTextEncoder class at CLIP-L's
   sizes: 12 layers, width 768, 49 408 tokens; random weights, which cost the same as real ones) and
@@ -13,6 +13,8 @@
   contains them, and hit rates of both.
 * ``world-trained`` — the same on fresh fine-tunes of every concept set (a LoRA and a DreamBooth-style
   full fine-tune each, :mod:`finextract.miniature.finetune` defaults, 200·N0 steps; ~25 min).
+* ``table7`` — Table 7 in miniature: FineXtract on the shipped LoRA with the true, the PEZ-recovered
+  and no caption (~6 min).
 
 Run it niced on the shared machine: ``nice -n 10 python -m finextract.bench.caption``.
 """
@@ -171,10 +173,53 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
         print(f"hit rate {key}: {sum(values)}/{len(values)}")
 
 
+def table7(concept: str = "mosaic", steps: int = 10, w: float = 5.0, k: float = -0.02) -> None:
+    """Table 7 in miniature on the shipped LoRA of ``concept``: FineXtract (N = 50·N0, same seeds) with
+    the true caption, PEZ's recovered caption (L = 3 and 7; Eq. 19, L2-PGD, 1000 iterations: the
+    paper's settings) and none (Eq. 6: empty caption, k = 0), beside a base-model control."""
+    from safetensors.torch import load_file
+
+    from ..caption import recover
+    from ..clustering import evaluate
+    from ..clustering.descriptors import load_descriptor
+    from ..miniature.demo import BASE, extract_images, load_concept
+    from ..miniature.finetune import load_lora
+    from ..miniature.model import load_pipeline
+    lora_path = WEIGHTS / f"mini_lora_{concept}.safetensors"
+    images, caption = load_concept(concept)
+    base = load_pipeline(BASE)
+    tuned = load_lora(base, lora_path)
+    base_unet = {key: v.float() for key, v in load_file(str(BASE)).items() if key.startswith("model.diffusion_model.")}
+    layers = weight_delta.from_lora(load_file(str(lora_path)), base_unet, source=lora_path.name)
+    encoder = clip_text_model(base.text.requires_grad_(False), tokenizer.START, tokenizer.END)
+    inverse = {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
+
+    def decode(ids):
+        return "".join(inverse[i] for i in ids).replace("</w>", " ").strip()
+
+    captions = {"true caption": caption}
+    for length in (3, 7):
+        found, t = _timed(lambda: recover.recover_caption(
+            recover.CaptionRequest(method="pez", length=length), layers=lambda: layers, encoder=encoder,
+            decode=decode, allowed=torch.arange(49406)))
+        captions[f"PEZ L={length}"] = found.caption
+        print(f"PEZ L={length}: {found.caption!r} ({t:.0f} s)", flush=True)
+    captions["none (Eq. 6)"] = ""
+    descriptor = load_descriptor()
+    train = descriptor.embed(images)
+    n0 = len(images)
+    runs = {name: (tuned, base, "finextract", w, 0.0 if not c else k, c) for name, c in captions.items()}
+    runs["base-model control"] = (base, None, "direct", 1.0, 0.0, caption)
+    for name, (model, other, method, scale, kk, c) in runs.items():
+        _, ex = extract_images(model, other, c, n0, 50 * n0, method, scale, kk, steps, 0, descriptor, name)
+        raw = evaluate(train, ex.descriptors[[ex.candidates.index(i) for i in ex.result.indices]])["raw"]
+        print(f"\n{name:18s} {c!r}: AS {raw['AS']:.3f}  A-ESR@0.6 {raw['A-ESR']['0.6']:.2f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parts = (argv if argv is not None else sys.argv[1:]) or ["speed", "world"]
     for part in parts:
-        {"speed": speed, "world": world, "world-trained": lambda: world(trained=True)}[part]()
+        {"speed": speed, "world": world, "world-trained": lambda: world(trained=True), "table7": table7}[part]()
 
 
 if __name__ == "__main__":
