@@ -139,10 +139,12 @@ def attention_lora(unet_sd: dict, rank: int = 16) -> dict:
     return lora
 
 
-def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4) -> dict:
-    """The same LoRA delta written in three key spellings, plus one whose keys match nothing."""
+def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4, key_formats: bool = True) -> dict:
+    """The benchmark's LoRA on every transformer linear layer and, with ``key_formats``, the host
+    tests' LoRAs: one delta written in three key spellings, plus one whose keys match nothing
+    (:data:`LORA_LAYERS` names layers of the shrunk UNet)."""
     kohya, diffusers, peft, nomatch = {}, {}, {}, {}
-    for i, (diff_name, ldm_name) in enumerate(LORA_LAYERS.items()):
+    for i, (diff_name, ldm_name) in enumerate(LORA_LAYERS.items() if key_formats else ()):
         weight = unet_sd[f"model.diffusion_model.{ldm_name}.weight"]
         down, up = lora_factors(rank, weight.shape[1], weight.shape[0], seed=100 + i)
         kname = "lora_unet_" + diff_name.replace(".", "_")
@@ -158,8 +160,8 @@ def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4) -> dict:
         peft[f"unet.{diff_name}.lora_B.weight"] = up
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_down.weight"] = down
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_up.weight"] = up
-    files = {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch,
-             "attention": attention_lora(unet_sd)}
+    files = {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch} if key_formats else {}
+    files["attention"] = attention_lora(unet_sd)
     names = {}
     for fmt, sd in files.items():
         name = f"finextract-test-{tag}-lora-{fmt}.safetensors"
@@ -200,7 +202,7 @@ def main():
     with open(os.path.join(args.out, "checkpoints", corrupt), "wb") as f:
         f.write(head)  # a download cut short: valid header start, data missing
     manifest["checkpoints"]["corrupt"] = {"file": corrupt, "family": "none"}
-    manifest["loras"] = write_loras(args.out, unet, tag)
+    manifest["loras"] = write_loras(args.out, unet, tag, key_formats=not args.full)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(json.dumps(manifest))
