@@ -21,6 +21,7 @@ Run it niced on the shared machine: ``nice -n 10 python -m finextract.bench.capt
 from __future__ import annotations
 
 import pathlib
+import functools
 import sys
 import time
 
@@ -119,24 +120,40 @@ def _trained_fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.Te
     return out
 
 
+def _base_side(base_path: pathlib.Path):
+    """The miniature base as Appendix A needs it: its UNet tensors (β⁻, the "before" of Eq. 17/19),
+    its text encoder as a PromptEncoder, and the pipeline itself."""
+    from safetensors.torch import load_file
+
+    from ..miniature.model import load_pipeline
+    pipe = load_pipeline(base_path)
+    unet = {k: v.float() for k, v in load_file(str(base_path)).items() if k.startswith("model.diffusion_model.")}
+    return unet, clip_text_model(pipe.text.requires_grad_(False), tokenizer.START, tokenizer.END), pipe
+
+
+@functools.cache
+def _pieces() -> dict[int, str]:
+    return {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
+
+
+def _decode(ids) -> str:
+    """Miniature-tokenizer ids as words (BPE pieces joined, end-of-word marks as spaces)."""
+    return "".join(_pieces()[i] for i in ids).replace("</w>", " ").strip()
+
+
 def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", trained: bool = False,
           deflations: tuple[int, ...] = (1, 2)) -> None:
     base_path = WEIGHTS / "mini_base.safetensors"
     if not base_path.is_file():
         print(f"world: no {base_path} (the miniature world's weights are not here yet)")
         return
-    from safetensors.torch import load_file
-
     from ..miniature.dataset import CONCEPT_FAMILIES  # the concept sets and their trigger captions
-    from ..miniature.model import load_pipeline
-    base_unet = {k: v.float() for k, v in load_file(str(base_path)).items() if k.startswith("model.diffusion_model.")}
-    encoder = clip_text_model(load_pipeline(base_path).text.requires_grad_(False), tokenizer.START, tokenizer.END)
+    base_unet, encoder, _ = _base_side(base_path)
     allowed = torch.arange(49406)
     vocabs = {"raw": ranking.Vocabulary(allowed, encoder.token_embedding[allowed], "raw")}
     vocabs["contextual"], t_ctx = _timed(lambda: ranking.contextual_vocabulary(
         encoder.encode, encoder.token_embedding, allowed, 2048))
     print(f"contextual vocabulary of the miniature encoder: {t_ctx:.1f} s")
-    inverse = {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
     # "a photo of <trigger> <concept noun>": both words are new to the base (no pretraining caption
     # names them); the issue's bar counts the trigger or the concept token.
     triggers = {f.name: f.caption.split()[-2] for f in CONCEPT_FAMILIES}
@@ -154,11 +171,10 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
             equation = objective.equation
             for vname, vocab in vocabs.items():
                 top = [t for t, _ in ranking.rank_vocabulary(objective, vocab, 10)]
-                hit = bool(wanted & set(top))
-                hits.setdefault(f"top10 {equation} {vname}", []).append(hit)
+                hits.setdefault(f"top10 {equation} {vname}", []).append(bool(wanted & set(top)))
                 hits.setdefault(f"top10 {equation} {vname} (trigger or noun)", []).append(bool(either & set(top)))
-                row.append(f"{equation}/{vname}: {min((top.index(t) for t in wanted if t in top), default='-')}"
-                           f"/{min((top.index(t) for t in either if t in top), default='-')}")
+                first = [min((top.index(t) for t in ids if t in top), default="-") for ids in (wanted, either)]
+                row.append(f"{equation}/{vname}: {first[0]}/{first[1]}")
             for optimiser in pez.OPTIMISERS:
                 best, t = _timed(lambda: pez.hard_prompt(encoder, objective, length, iterations,
                                                          optimiser=optimiser, allowed=allowed, rows=rows))
@@ -166,8 +182,8 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
                 hits.setdefault(f"PEZ {equation} {optimiser}", []).append(hit)
                 hits.setdefault(f"PEZ {equation} {optimiser} (trigger or noun)", []).append(
                     bool(either & set(best.token_ids)))
-                words = "".join(inverse[i] for i in best.token_ids).replace("</w>", " ").strip()
-                row.append(f"PEZ {equation}/{optimiser}: {words!r}{' HIT' if hit else ''} ({iterations / t:.0f} it/s)")
+                row.append(f"PEZ {equation}/{optimiser}: {_decode(best.token_ids)!r}{' HIT' if hit else ''} "
+                           f"({iterations / t:.0f} it/s)")
         print(" | ".join(row))
     for key, values in hits.items():
         print(f"hit rate {key}: {sum(values)}/{len(values)}")
@@ -184,24 +200,16 @@ def table7(concept: str = "mosaic", steps: int = 10, w: float = 5.0, k: float = 
     from ..clustering.descriptors import load_descriptor
     from ..miniature.demo import BASE, extract_images, load_concept
     from ..miniature.finetune import load_lora
-    from ..miniature.model import load_pipeline
     lora_path = WEIGHTS / f"mini_lora_{concept}.safetensors"
     images, caption = load_concept(concept)
-    base = load_pipeline(BASE)
+    base_unet, encoder, base = _base_side(BASE)
     tuned = load_lora(base, lora_path)
-    base_unet = {key: v.float() for key, v in load_file(str(BASE)).items() if key.startswith("model.diffusion_model.")}
     layers = weight_delta.from_lora(load_file(str(lora_path)), base_unet, source=lora_path.name)
-    encoder = clip_text_model(base.text.requires_grad_(False), tokenizer.START, tokenizer.END)
-    inverse = {i: piece for piece, i in tokenizer._vocabulary()[0].items()}
-
-    def decode(ids):
-        return "".join(inverse[i] for i in ids).replace("</w>", " ").strip()
-
     captions = {"true caption": caption}
     for length in (3, 7):
         found, t = _timed(lambda: recover.recover_caption(
             recover.CaptionRequest(method="pez", length=length), layers=lambda: layers, encoder=encoder,
-            decode=decode, allowed=torch.arange(49406)))
+            decode=_decode, allowed=torch.arange(49406)))
         captions[f"PEZ L={length}"] = found.caption
         print(f"PEZ L={length}: {found.caption!r} ({t:.0f} s)", flush=True)
     captions["none (Eq. 6)"] = ""
@@ -212,7 +220,7 @@ def table7(concept: str = "mosaic", steps: int = 10, w: float = 5.0, k: float = 
     runs["base-model control"] = (base, None, "direct", 1.0, 0.0, caption)
     for name, (model, other, method, scale, kk, c) in runs.items():
         _, ex = extract_images(model, other, c, n0, 50 * n0, method, scale, kk, steps, 0, descriptor, name)
-        raw = evaluate(train, ex.descriptors[[ex.candidates.index(i) for i in ex.result.indices]])["raw"]
+        raw = evaluate(train, ex.extracted_descriptors())["raw"]
         print(f"\n{name:18s} {c!r}: AS {raw['AS']:.3f}  A-ESR@0.6 {raw['A-ESR']['0.6']:.2f}", flush=True)
 
 

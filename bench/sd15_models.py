@@ -139,12 +139,11 @@ def attention_lora(unet_sd: dict, rank: int = 16) -> dict:
     return lora
 
 
-def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4, key_formats: bool = True) -> dict:
-    """The benchmark's LoRA on every transformer linear layer and, with ``key_formats``, the host
-    tests' LoRAs: one delta written in three key spellings, plus one whose keys match nothing
-    (:data:`LORA_LAYERS` names layers of the shrunk UNet)."""
+def key_format_loras(unet_sd: dict, rank: int = 4) -> dict:
+    """The host tests' LoRAs: one delta written in three key spellings, plus one whose keys match
+    nothing (:data:`LORA_LAYERS` names layers of the shrunk UNet only)."""
     kohya, diffusers, peft, nomatch = {}, {}, {}, {}
-    for i, (diff_name, ldm_name) in enumerate(LORA_LAYERS.items() if key_formats else ()):
+    for i, (diff_name, ldm_name) in enumerate(LORA_LAYERS.items()):
         weight = unet_sd[f"model.diffusion_model.{ldm_name}.weight"]
         down, up = lora_factors(rank, weight.shape[1], weight.shape[0], seed=100 + i)
         kname = "lora_unet_" + diff_name.replace(".", "_")
@@ -160,8 +159,13 @@ def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4, key_formats: b
         peft[f"unet.{diff_name}.lora_B.weight"] = up
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_down.weight"] = down
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_up.weight"] = up
-    files = {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch} if key_formats else {}
-    files["attention"] = attention_lora(unet_sd)
+    return {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch}
+
+
+def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4, key_formats: bool = True) -> dict:
+    """The benchmark's LoRA on every transformer linear layer and, with ``key_formats``, the host
+    tests' LoRAs (:func:`key_format_loras`); returns {format: file name}."""
+    files = {**(key_format_loras(unet_sd, rank) if key_formats else {}), "attention": attention_lora(unet_sd)}
     names = {}
     for fmt, sd in files.items():
         name = f"finextract-test-{tag}-lora-{fmt}.safetensors"

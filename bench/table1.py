@@ -81,7 +81,7 @@ def run_set(base, name: str, descriptor, cfg: dict) -> dict:
         t0 = time.monotonic()
         _, ex = extract_images(model, base_model, caption, n0, count, method, w, kk, cfg["ddim_steps"], seed,
                                descriptor, label)
-        scores = _metrics(train_desc, ex.descriptors[[ex.candidates.index(i) for i in ex.result.indices]])
+        scores = _metrics(train_desc, ex.extracted_descriptors())
         return {**scores, "seconds": round(time.monotonic() - t0, 1)}, ex.descriptors
 
     def full_finetune(augment=None):
@@ -172,7 +172,7 @@ def summarise_extras(per_set: dict) -> dict:
         "more_generations_do_not_hurt": bool(all(b >= a - 0.01 for a, b in zip(as_by_n, as_by_n[1:]))),
         "fast_vs_faithful_AS": {"fast": float(np.mean([per_set[s]["full"]["finextract"]["AS"] for s in per_set])),
                                 "faithful": float(np.mean([per_set[s]["faithful"]["AS"] for s in per_set]))},
-        "faithful_capped_thresholds": int(sum(per_set[s]["faithful"].get("capped_thresholds", 0) for s in per_set)),
+        "faithful_capped_thresholds": int(sum(per_set[s]["faithful"]["capped_thresholds"] for s in per_set)),
         "defences": defences,
         "defence_reduced_AS": {d: {"sets": len(per_set), "sets_reduced": int(sum(
             per_set[s]["defences"][d]["AS"] < per_set[s]["defences"]["none"]["AS"] for s in per_set))}

@@ -76,6 +76,11 @@ class Extraction:
                 "prefilter": self.prefilter, "n_generated": self.n_generated, "n_clustered": len(self.candidates),
                 "reference_mean": self.reference_mean.tolist()}
 
+    def extracted_descriptors(self) -> torch.Tensor:
+        """Raw descriptors of the N0 extracted images, in ``result.indices`` order (what the
+        metrics score against the training set)."""
+        return self.descriptors[[self.candidates.index(i) for i in self.result.indices]]
+
 
 def extract(fetch: Fetch, n: int, n0: int, descriptor: Descriptor, mode: str = "fast",
             time_cap: float = 30.0, centred: bool = False, student: Descriptor | None = None,

@@ -89,14 +89,14 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
     images, ex = extract_images(fine_tuned, base, caption, n0, n, "finextract", w, k, steps, seed, descriptor,
                                 "FineXtract")
     extracted = images[ex.result.indices]
-    metrics = evaluate(train_desc, ex.descriptors[[ex.candidates.index(i) for i in ex.result.indices]])
+    metrics = evaluate(train_desc, ex.extracted_descriptors())
     provenance = {"demo": f"bundled base + bundled LoRA of concept {concept!r}", "caption": caption, "n0": n0,
                   "n": n, "ddim_steps": steps, "method": "finextract (Eq. 13)", "w": w, "k": k, "seed": seed}
     rows = [train_images, extracted]
     if control:
         c_images, c_ex = extract_images(base, None, caption, n0, n, "direct", 1.0, 0.0, steps, seed, descriptor,
                                         "base-model control")
-        c_desc = c_ex.descriptors[[c_ex.candidates.index(i) for i in c_ex.result.indices]]
+        c_desc = c_ex.extracted_descriptors()
         provenance["base_model_control"] = {"method": "direct on the base model, same caption and seeds",
                                             "metrics": evaluate(train_desc, c_desc)["raw"]}
         rows.append(c_images[c_ex.result.indices])

@@ -9,7 +9,7 @@ def _scores(as_):
 def _set(fx_full, vs_n, defences, faithful):
     methods = {"direct": _scores(0.2), "cfg": _scores(0.3), "finextract": _scores(fx_full)}
     return {"base_control": _scores(0.1), "full": methods, "lora": dict(methods),
-            "vs_n": {m: _scores(v) for m, v in vs_n.items()}, "faithful": _scores(faithful),
+            "vs_n": {m: _scores(v) for m, v in vs_n.items()}, "faithful": {**_scores(faithful), "capped_thresholds": 0},
             "defences": {"none": _scores(fx_full), **{d: _scores(v) for d, v in defences.items()}},
             "w_sweep": {"1.0": _scores(0.2), "3.0": _scores(0.4)}, "k_sweep": {"0.0": _scores(0.3)}}
 
