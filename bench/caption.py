@@ -147,7 +147,7 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
     if not base_path.is_file():
         print(f"world: no {base_path} (the miniature world's weights are not here yet)")
         return
-    from ..miniature.dataset import CONCEPT_FAMILIES  # the concept sets and their trigger captions
+    from ..miniature.dataset import CONCEPT_SOURCES  # the concept sets and their trigger captions
     base_unet, encoder, _ = _base_side(base_path)
     allowed = torch.arange(49406)
     vocabs = {"raw": ranking.Vocabulary(allowed, encoder.token_embedding[allowed], "raw")}
@@ -156,8 +156,8 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
     print(f"contextual vocabulary of the miniature encoder: {t_ctx:.1f} s")
     # "a photo of <trigger> <concept noun>": both words are new to the base (no pretraining caption
     # names them); the issue's bar counts the trigger or the concept token.
-    triggers = {f.name: f.caption.split()[-2] for f in CONCEPT_FAMILIES}
-    nouns = {f.name: f.caption.split()[-1] for f in CONCEPT_FAMILIES}
+    triggers = {c.concept: c.caption.split()[-2] for c in CONCEPT_SOURCES}
+    nouns = {c.concept: c.caption.split()[-1] for c in CONCEPT_SOURCES}
     hits: dict[str, list[bool]] = {}
     for name, kind, layers in (_trained_fine_tunes if trained else _fine_tunes)(base_unet):
         concept = next((c for c in triggers if c in name), None)
@@ -189,7 +189,7 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
         print(f"hit rate {key}: {sum(values)}/{len(values)}")
 
 
-def table7(concept: str = "mosaic", steps: int = 10, w: float = 5.0, k: float = -0.02) -> None:
+def table7(concept: str = "cat", steps: int = 10, w: float = 5.0, k: float = -0.02) -> None:
     """Table 7 in miniature on the shipped LoRA of ``concept``: FineXtract (N = 50·N0, same seeds) with
     the true caption, PEZ's recovered caption (L = 3 and 7; Eq. 19, L2-PGD, 1000 iterations: the
     paper's settings) and none (Eq. 6: empty caption, k = 0), beside a base-model control."""

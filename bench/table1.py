@@ -37,7 +37,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..clustering import cluster, evaluate, load_descriptor
 from ..miniature import dataset, finetune
-from ..miniature.concepts import concept_images
 from ..miniature.demo import extract_images
 from ..miniature.model import load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
@@ -70,7 +69,7 @@ def _clustered(train_desc, desc, n0: int, mode: str = "fast", time_cap: float = 
 
 def run_set(base, name: str, descriptor, cfg: dict) -> dict:
     """Every number of one concept set (see the module docstring); ``cfg`` = the run's settings."""
-    images, caption = (concept_images(base, name) if cfg["concepts"] == "rendered" else dataset.concept_set(name))
+    images, caption = dataset.concept_set(name)
     n0 = len(images)
     n = cfg["n_per_image"] * n0
     train_desc = descriptor.embed(images)
@@ -259,13 +258,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="N / N0 of the Cutout/RandAugment runs (default: --n-per-image; quick 10)")
     p.add_argument("--faithful-cap", type=float, default=None,
                    help="faithful clustering's seconds per threshold (paper and default 30; quick 10)")
-    p.add_argument("--concepts", choices=("raw", "rendered"), default="raw",
-                   help="training images: the procedural concept sets, or those rendered through the VAE "
-                        "(miniature.concepts: on the VAE's manifold)")
     p.add_argument("--jobs", type=int, default=1, help="concept sets run in this many processes (2 on 2 cores)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    sets = a.sets or (list(dataset.CONCEPT_NAMES[:2]) if a.quick else list(dataset.CONCEPT_NAMES))
+    sets = a.sets or (list(dataset.SCIENCE_CONCEPTS[:2]) if a.quick else list(dataset.SCIENCE_CONCEPTS))
     ddim_steps = a.ddim_steps or (10 if a.quick else 15)
     ft_steps = a.ft_steps or (100 * dataset.N0 if a.quick else 200 * dataset.N0)
     descriptor_name = load_descriptor().name

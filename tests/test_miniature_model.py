@@ -39,16 +39,27 @@ def test_tokenize_truncates_to_77():
 
 
 def test_shapes(models):
-    unet, text, vae = models
+    unet, text = models
     context = text(tokenize(["a dog", ""]))
-    assert context.shape == (2, 77, 64)
-    x = torch.randn(2, 4, 16, 16)
-    assert unet(x, torch.tensor([10.0, 900.0]), context).shape == (2, 4, 16, 16)
-    odd = torch.randn(1, 4, 10, 10)  # 10 → 5 → 3 and back: upsampling follows the skip's size
-    assert unet(odd, torch.tensor([10.0]), context[:1]).shape == (1, 4, 10, 10)
-    latents = vae.encode(torch.rand(2, 3, 64, 64) * 2 - 1)
-    assert latents.shape == (2, 4, 16, 16)
-    assert vae.decode(latents).shape == (2, 3, 64, 64)
+    assert context.shape == (2, 77, mini.CONFIG["text"]["hidden_size"])
+    x = torch.randn(2, *mini.LATENT_SHAPE)
+    assert mini.LATENT_SHAPE == (3, 64, 64)
+    assert unet(x, torch.tensor([10.0, 900.0]), context).shape == (2, 3, 64, 64)
+    odd = torch.randn(1, 3, 40, 40)  # 10 → 5 → 3 inside and back: upsampling follows the skip's size
+    assert unet(odd, torch.tensor([10.0]), context[:1]).shape == (1, 3, 40, 40)
+
+
+def test_unet_is_the_sd_unet_on_pixel_unshuffle(models):
+    """Pixel space without an autoencoder: the UNet body sees an exact rearrangement of the pixels
+    (each 4×4×3 patch becomes 48 channels), so nothing is lost between model and image."""
+    unet, text = models
+    x = torch.randn(1, 3, 64, 64)
+    packed = torch.nn.functional.pixel_unshuffle(x, mini.PATCH)
+    assert packed.shape == (1, 48, 16, 16)
+    torch.testing.assert_close(torch.nn.functional.pixel_shuffle(packed, mini.PATCH), x, rtol=0, atol=0)
+    context = text(tokenize(["a dog"]))
+    t = torch.tensor([100.0])
+    torch.testing.assert_close(unet(x, t, context), torch.nn.functional.pixel_shuffle(unet.body(packed, t, context), 4))
 
 
 def test_text_encoder_takes_token_embeddings(models):
@@ -61,18 +72,6 @@ def test_text_encoder_takes_token_embeddings(models):
     assert embeds.grad[0, :6].abs().sum() > 0 and (embeds.grad[0, 6:] == 0).all()
 
 
-def test_fold_latent_scale_keeps_reconstructions():
-    vae = mini.build_models(seed=3)[2]
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    mean, logvar = vae.moments(images)
-    std = torch.tensor([0.5, 2.0, 4.0, 0.25])
-    vae.fold_latent_scale(std)
-    folded_mean, folded_logvar = vae.moments(images)
-    torch.testing.assert_close(folded_mean, mean / std[:, None, None])
-    torch.testing.assert_close(folded_logvar, logvar - 2 * std.log()[:, None, None])
-    torch.testing.assert_close(vae.decode(folded_mean), mini.build_models(seed=3)[2].decode(mean))
-
-
 def test_build_models_is_seeded_and_leaves_global_rng():
     state = torch.random.get_rng_state()
     first, again, other = mini.build_models(0), mini.build_models(0), mini.build_models(1)
@@ -80,7 +79,6 @@ def test_build_models_is_seeded_and_leaves_global_rng():
     key = "embeddings.token_embedding.weight"
     assert torch.equal(first[1].state_dict()[key], again[1].state_dict()[key])
     assert not torch.equal(first[1].state_dict()[key], other[1].state_dict()[key])
-    assert not any(p.requires_grad for p in first[1].parameters())
 
 
 def test_schedule_is_sd1_scaled_linear():
@@ -99,27 +97,28 @@ def test_checkpoint_round_trip(models, tmp_path):
     assert meta == {"note": "test", "finextract.family": mini.FAMILY}
     assert "model.diffusion_model.input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight" in keys
     assert "cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc2.weight" in keys
-    assert "first_stage_model.decoder.mid.attn_1.proj_out.weight" in keys
+    assert "first_stage_model.pixel_space_vae" in keys and not any("decoder" in k for k in keys)
 
     pipe = mini.load_pipeline(path)
-    unet, text, vae = models
+    unet, text = models
     prompts = ["a photo of a sks dog", ""]
     context = text(tokenize(prompts))
     assert torch.equal(pipe.encode_text(prompts), context)
-    x = torch.randn(2, 4, 16, 16)
+    x = torch.randn(2, *mini.LATENT_SHAPE)
     assert torch.equal(pipe.eps(x, 500, context), unet(x, torch.tensor([500.0]), context))
     images = pipe.decode(x)
     assert images.shape == (2, 64, 64, 3) and images.min() >= 0 and images.max() <= 1
-    assert torch.equal(images, ((vae.decode(x) + 1) / 2).clamp(0, 1).movedim(1, -1))
-    assert torch.equal(pipe.encode(images), vae.encode(images.movedim(-1, 1) * 2 - 1))
+    assert torch.equal(images, ((x + 1) / 2).clamp(0, 1).movedim(1, -1))
+    inside = torch.rand(2, 64, 64, 3)
+    torch.testing.assert_close(pipe.decode(pipe.encode(inside)), inside)  # a copy is a copy
 
 
 def test_fp16_checkpoint_fits_budget(models, tmp_path):
     path = tmp_path / "mini16.safetensors"
     mini.save_checkpoint(path, *models, dtype=torch.float16)
-    assert path.stat().st_size < 20_000_000
+    assert path.stat().st_size < 42_000_000  # with the LoRA, shipped weights stay <= 48 MB
     pipe = mini.load_pipeline(path)
-    x, context = torch.randn(1, 4, 16, 16), models[1](tokenize("a dog"))
+    x, context = torch.randn(1, *mini.LATENT_SHAPE), models[1](tokenize("a dog"))
     reference = models[0](x, torch.tensor([300.0]), context)
     assert torch.allclose(pipe.eps(x, 300, context), reference, rtol=0, atol=0.05 * reference.abs().max().item())
 
@@ -127,5 +126,10 @@ def test_fp16_checkpoint_fits_budget(models, tmp_path):
 def test_load_rejects_other_files(tmp_path):
     path = tmp_path / "other.safetensors"
     safetensors.torch.save_file({"model.diffusion_model.foo": torch.zeros(1)}, str(path))
-    with pytest.raises(ValueError, match="not a mini-ldm-64 checkpoint"):
+    with pytest.raises(ValueError, match=f"not a {mini.FAMILY} checkpoint"):
         mini.load_pipeline(path)
+    path2 = tmp_path / "other2.safetensors"
+    safetensors.torch.save_file({"first_stage_model.pixel_space_vae": torch.ones(()),
+                                 "model.diffusion_model.foo": torch.zeros(1)}, str(path2))
+    with pytest.raises(ValueError, match="unet keys missing"):
+        mini.load_pipeline(path2)

@@ -1,7 +1,9 @@
-"""The miniature family is the same model in both worlds: given one checkpoint file, ComfyUI's own
-modules (loaded through its model detection, after ``nodes.mini_family.register()``) and our plain
-torch modules give the same UNet ε, text context and VAE decode/encode; and a real ComfyUI samples
-with the file through the stock CheckpointLoaderSimple → KSampler → VAEDecode graph over HTTP.
+"""The miniature pixel-space family is the same model in both worlds: given one checkpoint file,
+ComfyUI's own modules (loaded through its model detection, after ``nodes.mini_family.register()``)
+and our plain torch modules give the same UNet ε, text context and pixel decode/encode (ComfyUI's
+own ``PixelspaceConversionVAE``, chosen by the file's ``pixel_space_vae`` tensor); registering the
+family replaces no ComfyUI code; and a real ComfyUI samples with the file through the stock
+CheckpointLoaderSimple → KSampler → VAEDecode graph over HTTP.
 
 In-process tests import ComfyUI as a library, so they need its interpreter:
 ``COMFYUI_PATH=/work/comfyui /work/comfyenv/bin/python -m pytest tests/host/test_mini_family.py``.
@@ -95,20 +97,37 @@ def test_tokenizer_ids_equal_sd1tokenizer():
 
 def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
     comfy, mini_family = _comfy()
+    import comfy.pixel_space_convert
     import comfy.supported_models
 
     before = list(comfy.supported_models.models)
     mini_family.register()
     assert comfy.supported_models.models == before
-    assert before.count(mini_family.MiniLDM) == 1 and before[-1] is mini_family.MiniLDM
+    assert before.count(mini_family.MiniPixel) == 1 and before[-1] is mini_family.MiniPixel
     _, model, _, vae = both_worlds
-    assert type(model.model.model_config) is mini_family.MiniLDM
+    assert type(model.model.model_config) is mini_family.MiniPixel
+    assert type(model.model.diffusion_model) is mini_family.PixelUNet
     assert model.model.model_type.name == "EPS"
-    assert model.model.latent_format.scale_factor == 1.0 and model.model.latent_format.latent_channels == 4
-    assert vae.downscale_ratio == vae.upscale_ratio == 4
-    # the pack's sampler sizes latents from the model: 64 px must be the family's 16×16 latent
+    assert model.model.latent_format.scale_factor == 1.0 and model.model.latent_format.latent_channels == 3
+    assert not model.model.concat_keys  # not mistaken for an inpainting model (48 input channels)
+    assert isinstance(vae.first_stage_model, comfy.pixel_space_convert.PixelspaceConversionVAE)
+    assert vae.downscale_ratio == vae.upscale_ratio == 1
+    # the pack's sampler sizes latents from the model: 64 px is the family's 3×64×64 pixel latent
     from finextract.nodes.sampler import latent_shape
-    assert latent_shape(model, 64, 64) == (4, 16, 16)
+    assert latent_shape(model, 64, 64) == (3, 64, 64)
+
+
+def test_registering_replaces_no_comfyui_code():
+    """The family is added through ComfyUI's extension points only: the VAE class and the model
+    classes are ComfyUI's own objects after ``register()``, untouched."""
+    comfy, mini_family = _comfy()
+    import comfy.model_base
+    import comfy.sd
+
+    for owner, name in ((comfy.sd.VAE, "__init__"), (comfy.sd, "load_checkpoint_guess_config"),
+                        (comfy.model_base.BaseModel, "__init__"), (comfy.sd.VAE, "decode")):
+        assert getattr(owner, name).__module__.startswith("comfy."), (owner, name)
+    assert not hasattr(comfy.sd.VAE.__init__, "finextract_mini")
 
 
 def test_schedule_equal(both_worlds):
@@ -122,57 +141,31 @@ def test_text_context_equal(both_worlds):
     ours = pipe.encode_text(PROMPTS)
     for i, prompt in enumerate(PROMPTS):
         theirs = clip.encode_from_tokens(clip.tokenize(prompt))
-        assert theirs.shape == (1, 77, 64)
+        assert theirs.shape == (1, 77, mini.CONFIG["text"]["hidden_size"])
         _close(theirs[0].float(), ours[i])
 
 
 def test_unet_eps_equal(both_worlds):
     pipe, model, _, _ = both_worlds
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(3, 4, 16, 16, generator=gen)
+    x = torch.randn(3, *mini.LATENT_SHAPE, generator=gen)
     t = torch.tensor([1.0, 400.0, 999.0])
     context = pipe.encode_text(PROMPTS)
     with torch.no_grad():
         theirs = model.model.diffusion_model(x, timesteps=t, context=context, transformer_options={})
         ours = pipe.eps(x, t, context)
+    assert theirs.shape == x.shape
     _close(theirs.float(), ours)
 
 
-def test_vae_decode_and_encode_equal(both_worlds):
+def test_pixel_vae_decode_and_encode_equal(both_worlds):
     pipe, _, _, vae = both_worlds
-    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
-    ours = pipe.decode(latents)
+    latents = torch.rand(2, *mini.LATENT_SHAPE, generator=torch.Generator().manual_seed(3)) * 2.4 - 1.2
     theirs = vae.decode(latents)
     assert theirs.shape == (2, 64, 64, 3)
-    _close(theirs.float(), ours, rel=1e-3)
+    _close(theirs.float(), pipe.decode(latents), rel=1e-3)
     images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(4))
     _close(vae.encode(images).float(), pipe.encode(images), rel=1e-3)
-
-
-def test_other_vaes_untouched(comfy_models):
-    """With the family registered, an SD1.5 VAE still loads with SD's own ddconfig (8×)."""
-    comfy, mini_family = _comfy()
-    import comfy.utils
-
-    sd = comfy.utils.load_torch_file(str(comfy_models.root / "checkpoints" / comfy_models.checkpoints["base"]))
-    vae_sd = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
-    assert not mini_family.is_mini_vae(vae_sd)
-    vae = comfy.sd.VAE(sd=vae_sd)
-    assert vae.downscale_ratio == vae.upscale_ratio == 8
-    assert vae.first_stage_model.decoder.conv_in.weight.shape == vae_sd["decoder.conv_in.weight"].shape
-
-
-def test_vae_file_of_the_family_loads_alone(checkpoint, both_worlds):
-    """A VAE-only state dict of the family (what VAELoader reads) gets the family's ddconfig."""
-    comfy, _ = _comfy()
-    import safetensors.torch
-
-    prefix = "first_stage_model."
-    vae_sd = {k[len(prefix):]: v for k, v in safetensors.torch.load_file(str(checkpoint)).items()
-              if k.startswith(prefix)}
-    vae = comfy.sd.VAE(sd=vae_sd)
-    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
-    _close(vae.decode(latents).float(), both_worlds[0].decode(latents), rel=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +181,11 @@ def host_checkpoints(comfy):
 
 def test_stock_graph_samples_over_http(comfy, host_checkpoints, stock_txt2img):
     """CheckpointLoaderSimple + CLIPTextEncode + KSampler + VAEDecode on a mini checkpoint in a real
-    ComfyUI. EmptyLatentImage divides by 8, so 128×128 asks for the family's 16×16 latent (64 px)."""
+    ComfyUI, with ComfyUI's own pixel-space empty latent (``EmptyChromaRadianceLatentImage``: the
+    stock EmptyLatentImage makes SD's 4-channel H/8 latents)."""
     name = host_checkpoints["base"]
-    graph = stock_txt2img(name, "a photo of a sks dog", 128, 2, 3, "ddim", "mini")
+    graph = stock_txt2img(name, "a photo of a sks dog", 64, 2, 3, "ddim", "mini")
+    graph["4"] = {"class_type": "EmptyChromaRadianceLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}}
     outputs = comfy.run(graph)
     images = [Image.open(io.BytesIO(comfy.view(item))) for item in outputs["7"]["images"]]
     assert [im.size for im in images] == [(64, 64), (64, 64)]
@@ -198,16 +193,20 @@ def test_stock_graph_samples_over_http(comfy, host_checkpoints, stock_txt2img):
 
 
 def test_kohya_lora_names_map_onto_the_unet(both_worlds):
-    """ComfyUI's LoRA loader finds every attention projection of this UNet under the kohya names
-    (``lora_unet_<path with _>``) the family's LoRA files use."""
+    """ComfyUI's LoRA loader finds every layer the family's LoRAs adapt — attention projections and
+    ResBlock convolutions (LoCon) — under the kohya names (``lora_unet_<path with _>``)."""
     comfy, _ = _comfy()
     import comfy.lora
+
+    from finextract.miniature.finetune import LORA_TARGETS
 
     pipe, model, _, _ = both_worlds
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     names = [k[:-len(".weight")] for k in pipe.unet.state_dict()
-             if ".attn" in k and k.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"))]
-    assert len(names) == 4 * 2 * 4  # 4 transformers (ds=2 ×3, middle) × attn1/attn2 × q/k/v/out
+             if k.endswith(".weight") and LORA_TARGETS["attention+conv"].search("." + k[:-len(".weight")])]
+    attention = [n for n in names if ".attn" in n]
+    assert len(attention) == 4 * 2 * 4  # 4 transformers (ds=2 ×3, middle) × attn1/attn2 × q/k/v/out
+    assert len(names) - len(attention) == 2 * 11  # 11 ResBlocks (3 down, 2 middle, 6 up) × in/out conv
     for name in names:
         assert key_map["lora_unet_" + name.replace(".", "_")] == f"diffusion_model.{name}.weight"
 
@@ -220,4 +219,4 @@ def test_dual_model_loader_reads_the_family_over_http(comfy, host_checkpoints):
         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 4]}},
     }
     report = "".join(comfy.run(graph)["2"]["text"])
-    assert report.count("MiniLDM") >= 2, report
+    assert report.count("MiniPixel") >= 2, report

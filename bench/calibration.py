@@ -1,0 +1,160 @@
+"""Calibration of the miniature world: how much does a fine-tune memorise, and is the base clean?
+
+Two commands, each printing a table and writing JSON (``--out``):
+
+- ``python -m finextract.bench.calibration curve`` — the **memorisation curve**: for a full
+  (DreamBooth-style) fine-tune and a LoRA of one concept set, after each of ``--checkpoints``
+  fine-tune steps, N = 50·N0 Direct samples (fine-tuned model, training caption, no guidance) are
+  scored against the training images: best-of-N SSCD per training image, then the paper's
+  clustering to N0 images and AS / A-ESR@0.6 / @0.7. Every later comparison (Table 1 …) is read
+  against this curve: it says where memorisation is absent, partial and saturated. The last full
+  fine-tune point is the bar "a long fine-tune memorises" (A-ESR@0.7 ≥ 0.8).
+- ``python -m finextract.bench.calibration control`` — the **control**: the base model sampled
+  with each concept set's caption (Direct, N = 50·N0), scored against that set's images; the bar
+  is max SSCD < 0.5 and AS ≤ 0.3 for every set (the base never saw them, so nothing may match).
+
+One fine-tune run per kind serves every checkpoint (the evaluation samples from the weights as they
+are at that step); image i of every evaluation uses the same seed, so points differ only by the
+fine-tune. 1 intra-op thread by default (``--threads``), as the demo runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import numpy as np
+import torch
+
+from ..clustering import evaluate, extract, load_descriptor
+from ..miniature import dataset, ddim, finetune
+from ..miniature.model import MiniPipeline, load_pipeline
+from ..miniature.train import BASE_CHECKPOINT
+
+TAUS = (0.6, 0.7)
+
+
+def score_samples(pipe: MiniPipeline, caption: str, train_desc: torch.Tensor, descriptor, n: int,
+                  ddim_steps: int, seed: int = 0, method: str = "direct", base: MiniPipeline | None = None,
+                  w: float = 1.0, k: float = 0.0) -> dict:
+    """Sample ``n`` images, score best-of-N per training image and the clustered N0 images."""
+    n0 = len(train_desc)
+    latents = ddim.sample_latents(pipe, base, caption, method, range(n), seed, w=w, k=k, steps=ddim_steps)
+    images = pipe.decode(latents).numpy()
+    ex = extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25)
+    best_of_n = (train_desc @ ex.descriptors.T).max(dim=1).values
+    raw = evaluate(train_desc, ex.extracted_descriptors(), TAUS)["raw"]
+    return {"best_of_n": [round(v, 4) for v in best_of_n.tolist()], "best_of_n_max": round(best_of_n.max().item(), 4),
+            "AS": round(raw["AS"], 4), **{f"A-ESR@{t}": raw["A-ESR"][f"{t:g}"] for t in TAUS},
+            "extracted": images[ex.result.indices]}
+
+
+def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n: int, ddim_steps: int,
+          lr: float, rank: int, targets: str, descriptor, seed: int = 0) -> list[dict]:
+    """The memorisation curve of one fine-tune kind (``full`` or ``lora``) on ``concept``."""
+    images, caption = dataset.concept_set(concept)
+    train_desc = descriptor.embed(images)
+    rows, start = [], time.monotonic()
+    wanted = set(checkpoints)
+
+    def on_step(step: int, unet) -> None:
+        if step not in wanted:
+            return
+        tuned = finetune.with_unet(base, unet)
+        t0 = time.monotonic()
+        with torch.no_grad():
+            row = score_samples(tuned, caption, train_desc, descriptor, n, ddim_steps, seed)
+        unet.train()
+        row.update(kind=kind, concept=concept, steps=step, sample_seconds=round(time.monotonic() - t0, 1),
+                   elapsed=round(time.monotonic() - start, 1))
+        rows.append(row)
+        print(f"  {kind:4s} {concept:9s} step {step:5d}: best-of-N max {row['best_of_n_max']:.3f} "
+              f"(per image {' '.join(f'{v:.2f}' for v in row['best_of_n'])})  clustered AS {row['AS']:.3f} "
+              f"A-ESR@0.6 {row['A-ESR@0.6']:.1f} @0.7 {row['A-ESR@0.7']:.1f}  ({row['sample_seconds']:.0f} s)",
+              flush=True)
+    if kind == "full":
+        finetune.dreambooth(base, images, caption, steps=max(checkpoints), lr=lr, seed=seed, on_step=on_step)
+    else:
+        finetune.train_lora(base, images, caption, steps=max(checkpoints), rank=rank, alpha=float(rank), lr=lr,
+                            seed=seed, targets=targets, on_step=on_step)
+    return rows
+
+
+def control(base: MiniPipeline, concepts: list[str], n: int, ddim_steps: int, descriptor) -> list[dict]:
+    """The base model on every concept caption (Direct): nothing may match images it never saw."""
+    rows = []
+    for concept in concepts:
+        images, caption = dataset.concept_set(concept)
+        row = score_samples(base, caption, descriptor.embed(images), descriptor, n, ddim_steps)
+        row.update(concept=concept, caption=caption)
+        rows.append(row)
+        print(f"  control {concept:9s} {caption!r:30s}: best-of-N max {row['best_of_n_max']:.3f}  "
+              f"clustered AS {row['AS']:.3f}  A-ESR@0.6 {row['A-ESR@0.6']:.1f}", flush=True)
+    return rows
+
+
+def _sheet(rows: list[dict], path: pathlib.Path, training: np.ndarray | None = None) -> None:
+    """Extracted images of each row (training images first when given), 2× size."""
+    from PIL import Image
+    strips = ([training] if training is not None else []) + [r["extracted"] for r in rows]
+    sheet = np.concatenate([np.concatenate(list(s), axis=1) for s in strips], axis=0)
+    Image.fromarray((sheet * 255).round().astype(np.uint8)).resize(
+        (sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m finextract.bench.calibration", description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=("curve", "control"))
+    p.add_argument("--base", type=pathlib.Path, default=BASE_CHECKPOINT)
+    p.add_argument("--concepts", default="dog", help="comma-separated concept sets (control: 'all')")
+    p.add_argument("--kinds", default="full,lora")
+    p.add_argument("--checkpoints", default="100,250,500,1000,2000,4000")
+    p.add_argument("--n", type=int, default=None, help="samples per point (default 50·N0)")
+    p.add_argument("--ddim-steps", type=int, default=20)
+    p.add_argument("--lr-full", type=float, default=1e-4)
+    p.add_argument("--lr-lora", type=float, default=finetune.DEMO_LORA["lr"])
+    p.add_argument("--rank", type=int, default=finetune.DEMO_LORA["rank"])
+    p.add_argument("--targets", default=finetune.DEMO_LORA["targets"], choices=sorted(finetune.LORA_TARGETS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/calibration"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    base = load_pipeline(a.base)
+    descriptor = load_descriptor()
+    n = a.n or 50 * dataset.N0
+    concepts = list(dataset.CONCEPT_NAMES) if a.concepts == "all" else a.concepts.split(",")
+    a.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(a).items()}
+    if a.command == "control":
+        print(f"control: base {a.base}, N = {n}, {a.ddim_steps} DDIM steps")
+        rows = control(base, concepts, n, a.ddim_steps, descriptor)
+        worst = max(r["best_of_n_max"] for r in rows)
+        worst_as = max(r["AS"] for r in rows)
+        print(f"bar (max SSCD < 0.5 and AS <= 0.3 on every set): max {worst:.3f}, AS {worst_as:.3f} -> "
+              f"{'holds' if worst < 0.5 and worst_as <= 0.3 else 'FAILS'}")
+        _sheet(rows, a.out / "control.png")
+    else:
+        rows = []
+        checkpoints = sorted(int(c) for c in a.checkpoints.split(","))
+        for concept in concepts:
+            for kind in a.kinds.split(","):
+                print(f"curve: {kind} fine-tune of {concept!r}, N = {n}, {a.ddim_steps} DDIM steps")
+                lr = a.lr_full if kind == "full" else a.lr_lora
+                part = curve(base, concept, kind, checkpoints, n, a.ddim_steps, lr, a.rank, a.targets, descriptor)
+                _sheet(part, a.out / f"curve_{concept}_{kind}.png", dataset.concept_set(concept)[0])
+                rows += part
+        for kind in a.kinds.split(","):
+            last = [r for r in rows if r["kind"] == kind and r["steps"] == checkpoints[-1]]
+            print(f"end of the {kind} curve: A-ESR@0.7 " + ", ".join(f"{r['concept']} {r['A-ESR@0.7']:.1f}" for r in last)
+                  + ("  (bar for full: >= 0.8)" if kind == "full" else ""))
+    for r in rows:
+        r.pop("extracted")
+    path = a.out / f"{a.command}.json"
+    path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""SSCD descriptors of the pretraining world, shipped so that CI can tell whether the base draws it.
+
+The pretraining photos come from Debian packages that a test machine need not have, and their
+licences (GPL, CC BY-SA) make shipping the crops themselves awkward; 512 numbers per crop are
+neither. ``python -m finextract.miniature.reference`` embeds ``PER_SOURCE`` crops of every
+pretraining source (the first crops of :func:`dataset.pretraining_set`, i.e. images the base was
+trained on) and writes ``weights/pretraining_reference.npz``: ``descriptors`` (n, 512) float16,
+``source`` (n,) the index into :data:`dataset.PRETRAINING_SOURCES`, ``captions`` per source.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+
+from . import dataset
+
+PATH = pathlib.Path(__file__).resolve().parent / "weights" / "pretraining_reference.npz"
+PER_SOURCE = 16
+
+
+def build(path: pathlib.Path = PATH, per_source: int = PER_SOURCE, descriptor=None) -> None:
+    from ..clustering import load_descriptor
+
+    descriptor = descriptor or load_descriptor()
+    images, _, source = dataset.pretraining_set(per_source)
+    desc = descriptor.embed(images).numpy().astype(np.float16)
+    captions = np.array([dataset.caption_of(s) for s in dataset.PRETRAINING_SOURCES])
+    np.savez_compressed(path, descriptors=desc, source=source.astype(np.int16), captions=captions)
+    print(f"wrote {path}: {len(desc)} descriptors of {len(captions)} sources")
+
+
+def load(path: pathlib.Path = PATH) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(descriptors (n, 512) float32, source index (n,), caption per source)."""
+    with np.load(path) as f:
+        return f["descriptors"].astype(np.float32), f["source"].astype(int), f["captions"].tolist()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m finextract.miniature.reference", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=pathlib.Path, default=PATH)
+    build(p.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    main()
