@@ -31,6 +31,12 @@ HERE = pathlib.Path(__file__).resolve().parent
 BASE = HERE / "weights" / "mini_base.safetensors"
 DEMO_CONCEPT = "cat"
 DEFAULT_DDIM_STEPS = 20
+LIKELY_COPY = 0.6
+"""The paper's lower τ; SSCD's own authors read > 0.75 as a copy (both are in the report)."""
+
+
+def lora_path(concept: str) -> pathlib.Path:
+    return HERE / "weights" / f"mini_lora_{concept}.safetensors"
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,33 @@ def extract_images(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption:
     return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25, progress=progress)
 
 
+def _recovered(raw: dict) -> int:
+    return sum(s > LIKELY_COPY for s in raw["best_score"])
+
+
 def _line(label: str, raw: dict) -> str:
     return (f"  {label:22s} AS {raw['AS']:.3f}  " + "  ".join(f"A-ESR@{t} {v:.2f}" for t, v in raw["A-ESR"].items())
-            + f"  copies@0.75 {raw['copy_rate@0.75']:.2f}   recovered above 0.6: "
-            + f"{sum(s > 0.6 for s in raw['best_score'])}/{len(raw['best_score'])}")
+            + f"  copies@0.75 {raw['copy_rate@0.75']:.2f}   recovered above {LIKELY_COPY}: "
+            + f"{_recovered(raw)}/{len(raw['best_score'])}")
+
+
+def verdict(results: dict[str, dict], n0: int) -> str:
+    """The outcome in words, for someone who has not read the paper."""
+    fx = results["FineXtract (Eq. 13)"]
+    lines = [f"FineXtract recovered {_recovered(fx)} of the {n0} training images as likely copies "
+             f"(SSCD similarity above {LIKELY_COPY}; 1.0 is identical, unrelated photos score below 0.3, "
+             f"SSCD's authors call > 0.75 a copy)."]
+    if "Direct (same LoRA)" in results:
+        lines.append(f"Plain use of the LoRA with its caption (Direct) recovered {_recovered(results['Direct (same LoRA)'])}.")
+    if "base-model control" in results:
+        control = results["base-model control"]
+        lines.append(f"The base model, which never saw these images, recovered {_recovered(control)} "
+                     f"(its best match {max(control['best_score']):.2f}): that is the score of 'nothing leaked'.")
+    lines.append("So this LoRA leaks its training images." if _recovered(fx) else
+                 "Nothing was recovered above the threshold: no evidence of leakage at this N.")
+    lines.append("AS = the average, over training images, of the best similarity to an extracted image; "
+                 "A-ESR@t = the share of training images recovered above t.")
+    return "\n".join(lines)
 
 
 def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = None, steps: int = DEFAULT_DDIM_STEPS,
@@ -94,7 +123,7 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
     print(f"FineXtract demo: LoRA of concept '{concept}' (N0 = {n0}, caption {caption!r}), N = {n}, "
           f"{steps} DDIM steps, w' = {w}, k = {k}")
     base = load_pipeline(BASE)
-    fine_tuned = load_lora(base, HERE / "weights" / f"mini_lora_{concept}.safetensors")
+    fine_tuned = load_lora(base, lora_path(concept))
     descriptor = load_descriptor()
     train_desc = descriptor.embed(train_images)
     runs = [(Run("FineXtract (Eq. 13)", "finextract", w, k), fine_tuned, base)]
@@ -108,8 +137,15 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
                                     descriptor, run.label)
         results.append((run, images[ex.result.indices], evaluate(train_desc, ex.extracted_descriptors()), ex))
     _, extracted, metrics, ex = results[0]
+    import onnxruntime
+
+    from ..modelfiles.provenance import file_record
     provenance = {"demo": f"bundled base + bundled LoRA of concept {concept!r}", "caption": caption, "n0": n0,
                   "n": n, "ddim_steps": steps, "method": "finextract (Eq. 13)", "w": w, "k": k, "seed": seed,
+                  "seeds": "image i uses derive_seed(seed, i) (finextract.sampling.driver)",
+                  "models": {"base": file_record(str(BASE), BASE.name),
+                             "lora": file_record(str(lora_path(concept)), lora_path(concept).name)},
+                  "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
                   "comparisons": {run.label: {"method": run.method, "model": "base" if model is base else "LoRA",
                                               "metrics": m["raw"]}
                                   for (run, _, m, _), (_, model, _) in zip(results[1:], runs[1:])}}
@@ -123,9 +159,11 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
     raw = metrics["raw"]
     render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"]).save(
         out / "pairs.png")
+    report["verdict"] = verdict({run.label: m["raw"] for run, _, m, _ in results}, n0)
     report["seconds"] = round(time.monotonic() - t0, 1)
     path = write_report(report, str(out))
     print("\n".join(_line(run.label, m["raw"]) for run, _, m, _ in results))
+    print("\n" + report["verdict"] + "\n")
     print(f"pairs (training | FineXtract's best match | score): {out / 'pairs.png'}")
     print(f"grid (rows: training, {', '.join(r[0].label for r in results)}): {out / 'grid.png'}")
     print(f"report: {path}  ({report['seconds']:.0f} s)")
