@@ -24,7 +24,6 @@ import os
 import resource
 import time
 
-import numpy as np
 import torch
 
 from ..clustering import cluster, extract, load_descriptor
