@@ -178,7 +178,10 @@ class Server:
             return json.load(response)
 
     def pack_import_failed(self) -> bool:
-        return any("IMPORT FAILED" in line and PACK_FOLDER in line for line in self.log().splitlines())
+        """Whether ComfyUI logged that loading this pack failed (its import-times table, or the
+        warning it logs when ``comfy_entrypoint``/``get_node_list`` raised)."""
+        return any(PACK_FOLDER in line and ("IMPORT FAILED" in line or "Error while calling comfy_entrypoint" in line
+                                            or "Cannot import" in line) for line in self.log().splitlines())
 
 
 @contextlib.contextmanager
