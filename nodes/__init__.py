@@ -25,12 +25,12 @@ def schema(**fields) -> io.Schema:
     return io.Schema(**{k: v for k, v in fields.items() if k in _SCHEMA_FIELDS})
 
 
-def load_nodes(modules=NODE_MODULES) -> list:
+def load_nodes(modules=None) -> list:
     """The ``NODES`` of each module. A module that fails to import raises: a node must never
     silently disappear from ComfyUI (optional dependencies are handled inside the modules, where
     they are used, with a message saying what to install)."""
     nodes = []
-    for name in modules:
+    for name in NODE_MODULES if modules is None else modules:
         nodes.extend(importlib.import_module(f".{name}", __name__).NODES)
     return nodes
 
