@@ -8,7 +8,7 @@ COMFYUI_PATH ?= $(patsubst %/main.py,%,$(wildcard $(abspath ../shared/comfyui)/m
 export COMFYUI_PATH
 # --------------------------------------------------------------------------------------------------
 
-.PHONY: demo test lint test-core test-host
+.PHONY: demo test lint host-env test-core test-host
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,7 +26,8 @@ $(VENV)/.host-installed: $(VENV)/.installed tests/host/setup_env.py $(COMFYUI_PA
 demo: $(VENV)/.installed
 	$(PY) -m finextract demo
 
-test: lint test-core test-host
+# host-env first: the core suite also reads a package ComfyUI ships (comfyui-workflow-templates).
+test: lint host-env test-core test-host
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
@@ -35,10 +36,12 @@ test-core: $(VENV)/.installed
 	$(PY) -m pytest -q --ignore=tests/host
 
 ifeq ($(COMFYUI_PATH),)
+host-env:
 test-host:
 	@echo "real-host tier not run: no ComfyUI (set COMFYUI_PATH, or put it in ../shared/comfyui)"
 else
+host-env: $(VENV)/.host-installed
 # FINEXTRACT_HOST_NO_SKIP: a skipped host test fails the tier (the browser tests included).
-test-host: $(VENV)/.host-installed
+test-host: host-env
 	FINEXTRACT_HOST_NO_SKIP=1 $(PY) -m pytest -q -rs tests/host
 endif
