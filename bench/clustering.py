@@ -24,11 +24,13 @@ import os
 import resource
 import time
 
-import numpy as np
 import torch
 
 from ..clustering import cluster, extract, load_descriptor
-from .planted import planted_clusters, planted_partition
+from . import test_fixture
+
+_planted = test_fixture("planted")
+planted_clusters, planted_partition = _planted.planted_clusters, _planted.planted_partition
 
 
 def _as(result, x, centres) -> float:

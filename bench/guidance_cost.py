@@ -8,7 +8,7 @@ Both methods need two model evaluations per step, so FineXtract should cost what
 - ``tiny``: a small plain-torch denoiser (100 M parameters, no ComfyUI): CFG on LoRA-merged weights
   against FineXtract with the masked LoRA branch of :mod:`..sampling.lora_branch`; and a full
   fine-tune pair (two models);
-- ``comfy`` (when ``COMFYUI_PATH`` is set): a random-weight SD1.5-architecture model built with
+- ``comfy`` (when :func:`..host.comfyui_path` finds ComfyUI): a random-weight SD1.5-architecture model built with
   ComfyUI's own classes (shrunk UNet; ``--full`` adds the full 860 M-parameter UNet), sampled through
   the real :class:`..nodes.guider.ModelGuidanceGuider`, with a rank-16 LoRA on every transformer
   linear layer, and with a full fine-tuned checkpoint.
@@ -18,14 +18,13 @@ sampler's step callbacks: loading, weight patching and the first step excluded),
 ``--repeats``. Memory: each method in its own fresh process, resident high-water mark (Linux
 ``VmHWM``) over a sampling run after a warm-up run: weights, patched copies and activations count,
 loading does not. ComfyUI workers run under ``$COMFYUI_PYTHON`` (default: this interpreter).
-The benchmark imports ComfyUI (only for the ``comfy`` rows, in worker processes).
+The benchmark imports ComfyUI through :mod:`..host` (only for the ``comfy`` rows, in worker processes).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -34,10 +33,10 @@ import time
 
 import torch
 
+from .. import host
 from ..sampling import guided_denoised
 from ..sampling.lora_branch import LowRankDelta, MaskedBranches
-
-PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent
+from . import test_fixture
 METHODS = ("cfg", "finextract")
 
 
@@ -147,19 +146,15 @@ def tiny_setup(pair: str, method: str, images: int, steps: int, rank: int = 16):
 # --- ComfyUI, SD1.5 architecture ------------------------------------------------------------
 
 def comfy_setups(folder: str, pair: str, methods: list, images: int, steps: int, size: int) -> dict:
-    sys.path.insert(0, os.environ["COMFYUI_PATH"])
-    from comfy.cli_args import args
-    args.cpu = True
-    import comfy.samplers
-    import folder_paths
-    from .model_cache import manifest
+    host.import_comfyui(cpu=True)
+    samplers, folder_paths = host.module("comfy.samplers"), host.module("folder_paths")
     from ..nodes.guider import ModelGuidanceGuider
     from ..nodes.pair import load_pair
 
     folder = pathlib.Path(folder)
     folder_paths.add_model_folder_path("checkpoints", str(folder / "checkpoints"))
     folder_paths.add_model_folder_path("loras", str(folder / "loras"))
-    files = manifest(folder)
+    files = test_fixture("host/sd15_models").manifest(folder)
     base = files["checkpoints"]["base"]["file"]
     if pair == "lora":
         loaded = load_pair(base, None, [(files["loras"]["attention"], 1.0)])
@@ -172,10 +167,10 @@ def comfy_setups(folder: str, pair: str, methods: list, images: int, steps: int,
     for method in methods:
         guider = ModelGuidanceGuider(loaded.base, loaded.finetuned, method, 5.0 if pair == "lora" else 3.0, -0.02)
         guider.set_conds(positive, negative)
-        sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
+        sigmas = samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
 
         def run(on_step, guider=guider, sigmas=sigmas):
-            guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
+            guider.sample(noise, torch.zeros_like(noise), samplers.sampler_object("euler"), sigmas,
                           callback=on_step, disable_pbar=True, seed=0)
         setups[method] = run
     del loaded
@@ -192,14 +187,6 @@ def spawn(python: str, env: dict, args, *worker_args) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"worker {worker_args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def package_env(tmp: str) -> dict:
-    """An environment whose ``finextract`` is this checkout, whatever is installed."""
-    (pathlib.Path(tmp) / "finextract").symlink_to(PACKAGE_ROOT, target_is_directory=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([tmp] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
 
 
 def compare(python: str, env: dict, args, model: str, pair: str, *extra):
@@ -239,19 +226,19 @@ def main(argv=None):
     print(f"FineXtract vs CFG: {args.images} images x {args.steps} steps, CPU, torch {torch.__version__}, "
           f"{args.threads} thread(s) per worker", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        env = package_env(tmp)
+        env = host.pack_env(tmp)
         if not args.skip_tiny:
             print("tiny: 100 M-parameter MLP denoiser, LoRA = rank 16 on every linear layer", flush=True)
             for pair in ("lora", "full"):
                 compare(sys.executable, env, args, "tiny", pair)
-        comfyui = os.environ.get("COMFYUI_PATH")
-        if not comfyui:
-            print("COMFYUI_PATH unset: the ComfyUI SD1.5-architecture rows are skipped")
+        comfyui = host.comfyui_path()
+        if comfyui is None:
+            print("no ComfyUI (COMFYUI_PATH unset, no ../shared/comfyui): the ComfyUI SD1.5-architecture rows are skipped")
             return
-        from .model_cache import model_folder
-        python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+        env["COMFYUI_PATH"] = str(comfyui)
+        python = host.comfyui_python()
         for full in (False, True)[: 2 if args.full else 1]:
-            folder = model_folder(comfyui, python, full=full)
+            folder = test_fixture("host/sd15_models").model_folder(comfyui, python, full=full)
             print(f"comfy: {'full' if full else 'shrunk'} SD1.5-architecture UNet, {args.size} px, "
                   "LoRA = rank 16 on every transformer linear layer", flush=True)
             for pair in ("lora", "full"):

@@ -1,5 +1,5 @@
 """One call that recovers a caption from whatever is available, strongest source first, and says
-where it came from. The ComfyUI node and the CLI are thin wrappers around :func:`recover_caption`.
+where it came from. The ComfyUI node (FineXtractCaptionInverter) is a thin wrapper around :func:`recover_caption`.
 
 Methods: ``metadata`` (the files' training metadata, :mod:`.metadata`), ``ranking`` (the top-L tokens
 of Eq. 17/19, :mod:`.ranking`), ``pez`` (Algorithm 1, :mod:`.pez`), ``auto`` — metadata when it holds

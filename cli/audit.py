@@ -20,33 +20,9 @@ import argparse
 import csv
 import pathlib
 import sys
-from dataclasses import dataclass, field
 
-from ..sampling.driver import shard_indices
-from .shards import merge_shards, parse_shard, save_shard
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-RUN_KEYS_NOT_IDENTITY = ("start", "count", "batch_size")
-"""Generation-record fields that differ between shards of one run."""
-
-
-@dataclass
-class ModelSpec:
-    name: str
-    base: pathlib.Path
-    train: pathlib.Path
-    caption: str
-    finetuned: pathlib.Path | None = None
-    loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
-
-    def training_images(self) -> list[pathlib.Path]:
-        if not self.train.is_dir():
-            raise SystemExit(f"{self.name}: training folder {self.train} does not exist")
-        images = sorted(p for p in self.train.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise SystemExit(f"{self.name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.train}")
-        return images
-
+from .pipeline import AuditPipeline, ModelSpec
+from .shards import parse_shard
 
 def parse_lora(text: str) -> tuple[pathlib.Path, float]:
     path, _, strength = text.partition(":")
@@ -76,11 +52,6 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
         if (s.finetuned is None) == (not s.loras):
             raise SystemExit(f"{s.name}: give exactly one of a fine-tuned checkpoint or LoRAs")
     return specs
-
-
-def run_identity(record: dict, n: int) -> dict:
-    """What makes two shards parts of one run: the generation record minus the shard's range."""
-    return {"n": n, **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
 
 
 def summary_rows(results: list[dict], tau: float, max_aesr: float) -> list[dict]:
@@ -158,9 +129,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit("--shard and --merge are separate steps")
     specs = specs_from(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    from .pipeline import AuditPipeline  # imports ComfyUI: only once the arguments are sound
-
-    pipeline = AuditPipeline(args)
+    pipeline = AuditPipeline(args)  # imports ComfyUI: only once the arguments are sound
     results = []
     for number, spec in enumerate(specs, 1):
         print(f"[{number}/{len(specs)}] {spec.name}", file=sys.stderr)
@@ -178,36 +147,3 @@ def main(argv: list[str]) -> int:
         print(f"A-ESR@{args.tau} above {args.max_aesr} for: {', '.join(leaking)}", file=sys.stderr)
         return 1
     return 0
-
-
-def generation_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
-    return list(range(n)) if shard is None else shard_indices(n, *shard)
-
-
-def contiguous_runs(indices: list[int]) -> list[tuple[int, int]]:
-    """``[(start, count), …]`` covering ``indices`` (sorted), for the sampler's start/count."""
-    runs = []
-    for i in indices:
-        if runs and runs[-1][0] + runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((i, 1))
-    return runs
-
-
-def shard_path(out: pathlib.Path, shard: tuple[int, int]) -> pathlib.Path:
-    return out / "shards" / f"shard-{shard[0]:04d}-of-{shard[1]:04d}.safetensors"
-
-
-def save_generation(out: pathlib.Path, latents, record: dict, n: int, shard: tuple[int, int]):
-    path = shard_path(out, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_shard(path, latents, run_identity(record, n), *shard)
-    return path
-
-
-def load_generation(out: pathlib.Path):
-    paths = sorted((out / "shards").glob("shard-*.safetensors"))
-    if not paths:
-        raise SystemExit(f"--merge: no shard files in {out / 'shards'}")
-    return merge_shards(paths)

@@ -1,17 +1,39 @@
-"""One model's audit through the pack's nodes, with ComfyUI as a library (see ``audit.py``)."""
+"""One model's audit through the pack's nodes, with ComfyUI as a library (see ``audit.py``).
+Importing this module does not import ComfyUI; :class:`AuditPipeline` does, through
+:mod:`..host`."""
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .audit import ModelSpec, contiguous_runs, generation_indices, load_generation, save_generation
-from .comfy_library import ComfyLibrary
+from ..clustering import image_files
+from ..host import Library
+from ..modelfiles import LORA_SLOTS, NONE
+from .shards import contiguous_runs, generation_indices, load_generation, save_generation
 
-MAX_LORAS = 3
+
+@dataclass
+class ModelSpec:
+    name: str
+    base: pathlib.Path
+    train: pathlib.Path
+    caption: str
+    finetuned: pathlib.Path | None = None
+    loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
+
+    def training_images(self) -> list[pathlib.Path]:
+        if not self.train.is_dir():
+            raise SystemExit(f"{self.name}: training folder {self.train} does not exist")
+        try:
+            return image_files(self.train)
+        except ValueError as exc:
+            raise SystemExit(f"{self.name}: {exc}") from None
 
 
 def save_png(image: torch.Tensor, path) -> None:
@@ -23,18 +45,18 @@ def save_png(image: torch.Tensor, path) -> None:
 class AuditPipeline:
     def __init__(self, args):
         self.args = args
-        self.comfy = ComfyLibrary(args.comfyui, cpu=args.cpu, output_dir=args.out)
+        self.comfy = Library(args.comfyui, cpu=args.cpu, output_dir=args.out)
         self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
 
     def load_pair(self, spec: ModelSpec):
-        if len(spec.loras) > MAX_LORAS:
-            raise SystemExit(f"{spec.name}: at most {MAX_LORAS} LoRAs")
+        if len(spec.loras) > LORA_SLOTS:
+            raise SystemExit(f"{spec.name}: at most {LORA_SLOTS} LoRAs")
         slots = {}
-        for i in range(1, MAX_LORAS + 1):
+        for i in range(1, LORA_SLOTS + 1):
             lora = spec.loras[i - 1] if i <= len(spec.loras) else None
-            slots[f"lora_{i}"] = self.comfy.register_file("loras", lora[0]) if lora else "none"
+            slots[f"lora_{i}"] = self.comfy.register_file("loras", lora[0]) if lora else NONE
             slots[f"strength_{i}"] = lora[1] if lora else 1.0
-        finetuned = self.comfy.register_file("checkpoints", spec.finetuned) if spec.finetuned else "none"
+        finetuned = self.comfy.register_file("checkpoints", spec.finetuned) if spec.finetuned else NONE
         return self.comfy.run("FineXtractDualModelLoader",
                               base_checkpoint=self.comfy.register_file("checkpoints", spec.base),
                               finetuned_checkpoint=finetuned, **slots)
@@ -46,7 +68,7 @@ class AuditPipeline:
         w = a.w if a.w is not None else (5.0 if spec.loras else 3.0)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(spec.caption))
         negative = base_clip.encode_from_tokens_scheduled(base_clip.tokenize(""))
-        ComfyLibrary.terminal_progress(f"  generating {len(indices)} of {n} images")
+        Library.terminal_progress(f"  generating {len(indices)} of {n} images")
         chunks, record = [], None
         for start, count in contiguous_runs(indices):
             (latent,) = self.comfy.run(
@@ -83,7 +105,7 @@ class AuditPipeline:
         """SSCDCluster on the N latents, then ExtractionMetrics against the training folder
         (handed to the node as a subfolder of ComfyUI's input directory, as in the workflows)."""
         a = self.args
-        ComfyLibrary.terminal_progress(f"  clustering {n} images into {n0}")
+        Library.terminal_progress(f"  clustering {n} images into {n0}")
         extracted, summary, clusters = self.comfy.run(
             "FineXtractSSCDCluster", n0=n0, mode="fast", time_cap=30.0, centred=False, prefilter=False,
             keep=0, chunk_size=8, latent=latent, vae=vae)

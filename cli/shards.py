@@ -85,3 +85,45 @@ def merge_shards(paths) -> tuple[torch.Tensor, dict]:
     for s in shards:
         latents[s.indices] = s.latents
     return latents, run
+
+
+RUN_KEYS_NOT_IDENTITY = ("start", "count", "batch_size")
+"""Generation-record fields that differ between shards of one run."""
+
+
+def run_identity(record: dict, n: int) -> dict:
+    """What makes two shards parts of one run: the generation record minus the shard's range."""
+    return {"n": n, **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
+
+
+def generation_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
+    return list(range(n)) if shard is None else shard_indices(n, *shard)
+
+
+def contiguous_runs(indices: list[int]) -> list[tuple[int, int]]:
+    """``[(start, count), …]`` covering ``indices`` (sorted), for the sampler's start/count."""
+    runs = []
+    for i in indices:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+def shard_path(out: pathlib.Path, shard: tuple[int, int]) -> pathlib.Path:
+    return out / "shards" / f"shard-{shard[0]:04d}-of-{shard[1]:04d}.safetensors"
+
+
+def save_generation(out: pathlib.Path, latents, record: dict, n: int, shard: tuple[int, int]):
+    path = shard_path(out, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_shard(path, latents, run_identity(record, n), *shard)
+    return path
+
+
+def load_generation(out: pathlib.Path):
+    paths = sorted((out / "shards").glob("shard-*.safetensors"))
+    if not paths:
+        raise SystemExit(f"--merge: no shard files in {out / 'shards'}")
+    return merge_shards(paths)

@@ -3,5 +3,10 @@ LoRA file may use. Plain Python; nothing here imports ComfyUI."""
 from .lora_keys import MIN_APPLIED_FRACTION, applied_tensors, with_diffusers_aliases
 from .provenance import file_record, file_sha256, generation_record
 
-__all__ = ["MIN_APPLIED_FRACTION", "applied_tensors", "with_diffusers_aliases",
+NONE = "none"
+"""The file-list choice that leaves a slot empty (loader, caption inverter, metrics, CLI)."""
+LORA_SLOTS = 3
+"""LoRAs one fine-tune may combine (the Dual Model Loader's slots, ``finextract audit --lora``)."""
+
+__all__ = ["NONE", "LORA_SLOTS", "MIN_APPLIED_FRACTION", "applied_tensors", "with_diffusers_aliases",
            "file_record", "file_sha256", "generation_record"]

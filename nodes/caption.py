@@ -31,8 +31,8 @@ from ..caption.pez import OPTIMISERS, ROWS
 from ..caption.ranking import OBJECTIVES
 from ..caption.recover import METHODS, VOCABULARIES, CaptionRequest, recover_caption
 from ..caption.weight_delta import TEXT_READING, from_state_dicts
+from ..modelfiles import NONE
 
-NONE = "none"
 
 
 def _kv_weights(model) -> dict[str, torch.Tensor]:

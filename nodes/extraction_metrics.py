@@ -14,12 +14,11 @@ import folder_paths
 from comfy_api.v0_0_2 import io, ui
 
 from . import schema
-from ..clustering import (DEFAULT_TAUS, build_report, evaluate, render_report, write_report)
+from ..clustering import DEFAULT_TAUS, build_report, evaluate, image_files, render_report, write_report
+from ..modelfiles import NONE
 from .sscd_cluster import Clusters
 from .sscd_model import sscd_descriptor
 
-NONE = "(none)"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 def parse_taus(text: str) -> list[float]:
@@ -39,12 +38,15 @@ def input_folder_images(folder: str) -> tuple[list[Image.Image], list[str]]:
     path = os.path.realpath(os.path.join(root, folder))
     if os.path.commonpath([root, path]) != root or path == root or not os.path.isdir(path):
         raise ValueError(f"training_folder must be a subfolder of ComfyUI's input directory, got {folder!r}")
-    names = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+    try:
+        files = image_files(path)
+    except ValueError:
+        return [], []
     images = []
-    for name in names:
-        with Image.open(os.path.join(path, name)) as im:
+    for file in files:
+        with Image.open(file) as im:
             images.append(im.convert("RGB"))
-    return images, [f"{folder}/{n}" for n in names]
+    return images, [f"{folder}/{f.name}" for f in files]
 
 
 class FineXtractExtractionMetrics(io.ComfyNode):

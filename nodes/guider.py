@@ -20,10 +20,28 @@ import comfy.patcher_extension
 import comfy.samplers
 from comfy_api.v0_0_2 import io
 
-
 from . import schema
-from ..sampling import METHODS, guided_denoised
+from ..sampling import METHODS, k_correction_denoised
 from .lora_branch import FineTuneBranch, extra_patches
+
+def model_inputs() -> list:
+    """The four sockets every guidance node takes (guider, all-in-one sampler)."""
+    return [
+        io.Model.Input("base", tooltip="The pretrained (base) model, from FineXtract Dual Model Loader."),
+        io.Model.Input("finetuned", tooltip="The fine-tuned model under audit (full checkpoint or base + LoRA)."),
+        io.Conditioning.Input("positive", tooltip="The training caption (or a recovered one), encoded with the fine-tuned CLIP."),
+        io.Conditioning.Input("negative", tooltip="The empty prompt; for finextract encode it with the base CLIP."),
+    ]
+
+
+def method_inputs() -> list:
+    """method, w', k: the guidance widgets of every guidance node (guider, all-in-one sampler)."""
+    return [
+        io.Combo.Input("method", options=list(METHODS), default="finextract", tooltip=METHOD_TOOLTIP),
+        io.Float.Input("w", default=3.0, min=0.0, max=30.0, step=0.1, tooltip=W_TOOLTIP),
+        io.Float.Input("k", default=-0.02, min=-1.0, max=1.0, step=0.005, tooltip=K_TOOLTIP),
+    ]
+
 
 W_TOOLTIP = ("w': guidance scale (paper default 3.0 for a full fine-tune; 5.0 is the paper's "
              "default for LoRA fine-tunes)")
@@ -86,18 +104,23 @@ class ModelGuidanceGuider(comfy.samplers.CFGGuider):
         else:  # two full UNets: each model on its own half
             out = (comfy.samplers.calc_cond_batch(self.inner_model, [positive], x, timestep, model_options)
                    + comfy.samplers.calc_cond_batch(self.base.model, [negative], x, timestep, model_options))
-        # pre/post-CFG hooks, as sampling_function would run them (we bypass it)
+        # pre-CFG hooks as sampling_function runs them (it is bypassed: it knows one model only)
         for fn in model_options.get("sampler_pre_cfg_function", []):
             out = fn({"conds": conds, "conds_out": out, "cond_scale": self.w, "timestep": timestep,
                       "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options})
-        other = out[1] if len(out) > 1 else None
+        cond = out[0]
+        uncond = out[1] if len(out) > 1 else cond
+        # ComfyUI's own CFG step (sampler_cfg_function, post-CFG hooks), as Guider_DualCFG uses it:
+        # direct is CFG at scale 1 on the caption; cfg is Eq. 8; model guidance is CFG at scale w'
+        # between the fine-tuned caption and the base's empty prompt, plus its k term (Eq. 13).
+        scale = 1.0 if self.method == "direct" else self.w
+        guided = comfy.samplers.cfg_function(self.inner_model, cond, uncond, scale, x, timestep,
+                                             model_options=model_options, cond=positive,
+                                             uncond=negative if self.method != "direct" else None)
+        if self.method != "finextract" or self.k == 0.0:
+            return guided
         a = signal_scale(self.inner_model.model_sampling, timestep, x)
-        result = guided_denoised(self.method, x, a, out[0], other, self.w, self.k)
-        for fn in model_options.get("sampler_post_cfg_function", []):
-            result = fn({"denoised": result, "cond": positive, "uncond": negative, "cond_scale": self.w,
-                         "model": self.inner_model, "uncond_denoised": other if other is not None else out[0],
-                         "cond_denoised": out[0], "sigma": timestep, "model_options": model_options, "input": x})
-        return result
+        return guided + k_correction_denoised(x, a, uncond, self.k)
 
 
 class FineXtractGuider(io.ComfyNode):
@@ -111,15 +134,7 @@ class FineXtractGuider(io.ComfyNode):
                          "departs from its base, to surface the fine-tune's training images. The "
                          "CFG and direct baselines are the same node with another method."),
             search_aliases=["model guidance", "finextract", "extraction guider", "leakage audit"],
-            inputs=[
-                io.Model.Input("base", tooltip="The pretrained (base) model, from FineXtract Dual Model Loader."),
-                io.Model.Input("finetuned", tooltip="The fine-tuned model under audit (full checkpoint or base + LoRA)."),
-                io.Conditioning.Input("positive", tooltip="The training caption (or a recovered one), encoded with the fine-tuned CLIP."),
-                io.Conditioning.Input("negative", tooltip="The empty prompt; for finextract encode it with the base CLIP."),
-                io.Combo.Input("method", options=list(METHODS), default="finextract", tooltip=METHOD_TOOLTIP),
-                io.Float.Input("w", default=3.0, min=0.0, max=30.0, step=0.1, tooltip=W_TOOLTIP),
-                io.Float.Input("k", default=-0.02, min=-1.0, max=1.0, step=0.005, tooltip=K_TOOLTIP),
-            ],
+            inputs=[*model_inputs(), *method_inputs()],
             outputs=[io.Guider.Output()],
         )
 

@@ -6,10 +6,8 @@ from comfy_api.v0_0_2 import io
 
 
 from . import schema
+from ..modelfiles import LORA_SLOTS, NONE
 from .pair import load_pair
-
-NONE = "none"
-LORA_SLOTS = 3
 
 
 class FineXtractDualModelLoader(io.ComfyNode):

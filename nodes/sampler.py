@@ -14,8 +14,8 @@ from comfy_api.v0_0_2 import io, ui
 
 from . import schema
 from ..modelfiles import generation_record
-from ..sampling import METHODS, PerImageNoise, generate
-from .guider import K_TOOLTIP, METHOD_TOOLTIP, W_TOOLTIP, ModelGuidanceGuider
+from ..sampling import PerImageNoise, generate
+from .guider import ModelGuidanceGuider, method_inputs, model_inputs
 
 
 def latent_shape(model, width: int, height: int) -> tuple[int, ...]:
@@ -25,26 +25,30 @@ def latent_shape(model, width: int, height: int) -> tuple[int, ...]:
     return (fmt.latent_channels, height // ratio, width // ratio)
 
 
-DETERMINISTIC = frozenset({
-    "euler", "euler_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0", "dpm_2", "lms", "dpm_fast",
-    "dpm_adaptive", "dpmpp_2m", "dpmpp_2m_cfg_pp", "ipndm", "ipndm_v", "deis", "gradient_estimation",
-    "gradient_estimation_cfg_pp", "ddim", "uni_pc", "uni_pc_bh2"})
-"""ComfyUI 0.8.0 samplers that draw no noise after the start (with their default options)."""
-
-
 def takes_noise_sampler(sampler) -> bool:
+    """Whether the sampler draws its noise through ComfyUI's ``noise_sampler`` argument (every
+    ancestral / SDE sampler of ComfyUI does), so a per-image source can be handed to it."""
     function = getattr(sampler, "sampler_function", None)
     return function is not None and "noise_sampler" in inspect.signature(function).parameters
+
+
+def is_comfyui_sampler(sampler) -> bool:
+    """Whether the sampler's function is ComfyUI's own (``comfy.*``), whose convention is that a
+    sampler drawing noise after the start takes a ``noise_sampler``; one of another pack may draw
+    noise by itself."""
+    function = getattr(sampler, "sampler_function", None)
+    return (getattr(function, "__module__", None) or "").startswith("comfy.")
 
 
 def images_per_call(sampler_name: str, batch_size: int) -> tuple[int, bool]:
     """(chunk size, pass a per-image noise source) that keeps image i independent of the batch:
     samplers taking ComfyUI's ``noise_sampler`` get one drawing each image from its own stream;
-    deterministic ones batch freely; any other (an unknown stochastic sampler) runs one image at a
-    time, seeded with that image's seed."""
-    if takes_noise_sampler(comfy.samplers.sampler_object(sampler_name)):
+    ComfyUI's other samplers draw no noise after the start and batch freely; a sampler of another
+    pack without a ``noise_sampler`` runs one image at a time, seeded with that image's seed."""
+    sampler = comfy.samplers.sampler_object(sampler_name)
+    if takes_noise_sampler(sampler):
         return batch_size, True
-    return (batch_size if sampler_name in DETERMINISTIC else 1), False
+    return (batch_size if is_comfyui_sampler(sampler) else 1), False
 
 
 class FineXtractModelGuidanceSampler(io.ComfyNode):
@@ -59,10 +63,7 @@ class FineXtractModelGuidanceSampler(io.ComfyNode):
                          "settings, seed rule)."),
             search_aliases=["model guidance sampler", "finextract sampler", "extraction sampler"],
             inputs=[
-                io.Model.Input("base", tooltip="The pretrained (base) model."),
-                io.Model.Input("finetuned", tooltip="The fine-tuned model under audit."),
-                io.Conditioning.Input("positive", tooltip="The training caption, encoded with the fine-tuned CLIP."),
-                io.Conditioning.Input("negative", tooltip="The empty prompt (base CLIP for finextract)."),
+                *model_inputs(),
                 io.Int.Input("count", default=50, min=1, max=100000, tooltip="N, images to generate (paper: N = 50 x N0 training images)."),
                 io.Int.Input("start", default=0, min=0, max=10_000_000, tooltip="Index of the first image: start=173, count=1 reproduces image 173 of a run alone."),
                 io.Int.Input("batch_size", default=4, min=1, max=256, tooltip="Images per sampler call; does not change any image."),
@@ -72,9 +73,7 @@ class FineXtractModelGuidanceSampler(io.ComfyNode):
                 io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="ddim_uniform", tooltip="ComfyUI scheduler."),
                 io.Int.Input("width", default=512, min=16, max=8192, step=8, tooltip="Image width in pixels."),
                 io.Int.Input("height", default=512, min=16, max=8192, step=8, tooltip="Image height in pixels."),
-                io.Combo.Input("method", options=list(METHODS), default="finextract", tooltip=METHOD_TOOLTIP),
-                io.Float.Input("w", default=3.0, min=0.0, max=30.0, step=0.1, tooltip=W_TOOLTIP),
-                io.Float.Input("k", default=-0.02, min=-1.0, max=1.0, step=0.005, tooltip=K_TOOLTIP),
+                *method_inputs(),
             ],
             outputs=[io.Latent.Output(tooltip="All N latents, with a 'finextract' provenance record.")],
         )

@@ -61,6 +61,18 @@ def combine(method: str, eps_ft_cond: torch.Tensor, eps_other: torch.Tensor | No
     raise ValueError(f"unknown guidance method {method!r}; expected one of {METHODS}")
 
 
+def k_correction_denoised(x_t: torch.Tensor, a, denoised_base_uncond: torch.Tensor, k: float) -> torch.Tensor:
+    """Eq. 13's ``k * eps_base(x, ∅)`` term in x0 form, for x_t = a * x0 + b * eps:
+
+        x0 = (x_t - b * eps) / a, so adding k * eps_base to eps adds -(b / a) * k * eps_base
+        = k * (x0_base - x_t / a)   (since b * eps_base = x_t - a * x0_base).
+
+    Where a = 0 (a flow model's first step at sigma = 1: x_t is pure noise) it has no finite x0
+    form and is left out at that step."""
+    a = torch.as_tensor(a, dtype=x_t.dtype, device=x_t.device)
+    inv_a = torch.where(a == 0, torch.zeros_like(a), 1.0 / torch.where(a == 0, torch.ones_like(a), a))
+    return k * (denoised_base_uncond - inv_a * x_t) * (a != 0)
+
 
 def guided_denoised(method: str, x_t: torch.Tensor, a, denoised_ft_cond: torch.Tensor,
                     denoised_other: torch.Tensor | None, w: float, k: float = 0.0) -> torch.Tensor:
@@ -68,21 +80,13 @@ def guided_denoised(method: str, x_t: torch.Tensor, a, denoised_ft_cond: torch.T
     for x_t = a * x0 + b * eps.
 
     It equals converting both predictions to eps (eps = (x_t - a x0) / b), combining them with
-    :func:`combine` and converting back (x0 = (x_t - b eps) / a), but never divides by b: the
-    combinations are affine with weights summing to 1 + k' (k' = k for ``finextract``, else 0), so
-    the round trip reduces to
-
-        x0_guided = combine(method, x0_ft_cond, x0_other, w, k) - k' * x_t / a.
-
-    The last term is what makes k * eps_base mean the paper's thing for every family. Where a = 0
-    (a flow model's first step at sigma = 1: x_t is pure noise) it has no finite x0 form and is
-    left out at that step.
+    :func:`combine` and converting back (x0 = (x_t - b eps) / a), but never divides by b: CFG's
+    weights sum to 1, so Eq. 8 and the w' part of Eq. 13 are the same affine combination of x0
+    predictions, and Eq. 13's k term is :func:`k_correction_denoised`.
     """
     if method == "direct":
         return direct(denoised_ft_cond)
-    mixed = combine(method, denoised_ft_cond, denoised_other, w, k)
+    mixed = combine(method, denoised_ft_cond, denoised_other, w, 0.0)
     if method != "finextract" or k == 0.0:
         return mixed
-    a = torch.as_tensor(a, dtype=x_t.dtype, device=x_t.device)
-    inv_a = torch.where(a == 0, torch.zeros_like(a), 1.0 / torch.where(a == 0, torch.ones_like(a), a))
-    return mixed - k * inv_a * x_t
+    return mixed + k_correction_denoised(x_t, a, denoised_other, k)

@@ -16,3 +16,6 @@ _spec = importlib.util.spec_from_file_location(
 _module = importlib.util.module_from_spec(_spec)
 sys.modules["finextract"] = _module
 _spec.loader.exec_module(_module)
+
+# The tests' own fixture modules (tests/planted.py …) import by name: ``from planted import …``.
+sys.path.insert(0, str(ROOT / "tests"))

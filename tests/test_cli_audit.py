@@ -2,8 +2,8 @@
 its exit verdict. The full command runs against a real ComfyUI in tests/host/test_cli_audit.py."""
 import pytest
 
-from finextract.cli.audit import (build_parser, contiguous_runs, generation_indices, specs_from,
-                                  summary_rows, write_summary)
+from finextract.cli.audit import build_parser, specs_from, summary_rows, write_summary
+from finextract.cli.shards import contiguous_runs, generation_indices
 
 
 def test_contiguous_runs_cover_exactly_the_indices():

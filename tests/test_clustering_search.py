@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from finextract.bench.planted import planted_clusters, planted_partition
+from planted import planted_clusters, planted_partition
 from finextract.clustering.central_image import central_image
 from finextract.clustering.threshold_search import cluster
 

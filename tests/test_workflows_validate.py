@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from finextract.workflows.builder import UIBuilder
+from ui_builder import UIBuilder
 from finextract.workflows.convert import WorkflowError, node_by_title, to_api
 from finextract.workflows.refresh import shipped_workflows
 from finextract.workflows.schema import Schemas

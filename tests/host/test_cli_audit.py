@@ -3,19 +3,15 @@ the harness, real SSCD), run as a subprocess exactly as a user's release script 
 import csv
 import hashlib
 import json
-import os
-import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from finextract import host
 from finextract.cli.shards import merge_shards
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL = ["--n", "4", "--steps", "2", "--size", "64", "--sampler", "euler", "--scheduler", "normal",
          "--batch-size", "2", "--seed", "5", "--cpu"]
 
@@ -23,13 +19,10 @@ SMALL = ["--n", "4", "--steps", "2", "--size", "64", "--sampler", "euler", "--sc
 def audit(tmp_path, *argv, check=True):
     """Run ``python -m finextract audit`` with this checkout importable as ``finextract``."""
     shim = tmp_path / "pythonpath"
-    if not shim.exists():
-        shim.mkdir()
-        (shim / "finextract").symlink_to(ROOT, target_is_directory=True)
-    env = {**os.environ, "PYTHONPATH": str(shim)}
-    proc = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), "-m", "finextract", "audit",
-                           "--comfyui", os.environ["COMFYUI_PATH"], *argv],
-                          capture_output=True, text=True, env=env, timeout=900)
+    shim.mkdir(exist_ok=True)
+    proc = subprocess.run([host.comfyui_python(), "-m", "finextract", "audit",
+                           "--comfyui", str(host.comfyui_path()), *argv],
+                          capture_output=True, text=True, env=host.pack_env(shim), timeout=900)
     if check and proc.returncode not in (0, 1):
         raise AssertionError(f"audit exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

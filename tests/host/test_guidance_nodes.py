@@ -3,7 +3,6 @@ through the all-in-one sampler and through FineXtractGuider + SamplerCustomAdvan
 
 Models: random-weight SD1.5-architecture files from bench/sd15_models.py (see conftest). Sizes are tiny
 (64 px, 3 steps) so the whole module runs in well under a minute of sampling."""
-import io
 import json
 
 import pytest

@@ -5,15 +5,13 @@ own ``PixelspaceConversionVAE``, chosen by the file's ``pixel_space_vae`` tensor
 family replaces no ComfyUI code; and a real ComfyUI samples with the file through the stock
 CheckpointLoaderSimple → KSampler → VAEDecode graph over HTTP.
 
-In-process tests import ComfyUI as a library, so they need its interpreter:
-``COMFYUI_PATH=/work/comfyui /work/comfyenv/bin/python -m pytest tests/host/test_mini_family.py``.
+In-process tests import ComfyUI as a library (through ``finextract.host``), so they run under an
+interpreter with ComfyUI's requirements, as ``make test`` sets up.
 """
 from __future__ import annotations
 
 import io
-import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -28,24 +26,18 @@ PROMPTS = ["a photo of a sks dog", "", "A  Painting, of Trees at dusk!! 1984 caf
 
 
 def _comfy():
-    """ComfyUI's python package, imported in this process on the CPU (skip where impossible)."""
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        pytest.skip("COMFYUI_PATH is unset: host tests need a ComfyUI 0.8.0 checkout")
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    """ComfyUI imported in this process on the CPU through the pack's one door (``finextract.host``),
+    and the family registered."""
+    from finextract import host
+
     try:
-        from comfy.cli_args import args
-
-        args.cpu = True
-        import comfy.sd
-
-        from finextract.nodes import mini_family
-    except ImportError as exc:
-        pytest.skip(f"ComfyUI not importable by this interpreter ({exc}); run with ComfyUI's python")
+        host.import_comfyui(cpu=True)
+    except host.HostError as exc:
+        pytest.skip(str(exc))
+    from finextract.nodes import mini_family
 
     mini_family.register()
-    return comfy, mini_family
+    return host.module, mini_family
 
 
 def _randomized_checkpoint(path: pathlib.Path, seed: int = 1) -> pathlib.Path:
@@ -71,10 +63,10 @@ def checkpoint(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def both_worlds(checkpoint):
-    comfy, _ = _comfy()
+    module, _ = _comfy()
     # ComfyUI holds text encoders in fp16 on the CPU by default; fp32 here compares the models,
     # not that policy (with fp32-stored weights it alone differs by ~3e-4).
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+    model, clip, vae, _ = module("comfy.sd").load_checkpoint_guess_config(
         str(checkpoint), te_model_options={"dtype": torch.float32})
     return mini.load_pipeline(checkpoint), model, clip, vae
 
@@ -86,23 +78,19 @@ def _close(actual, expected, rel=1e-4):
 
 
 def test_tokenizer_ids_equal_sd1tokenizer():
-    comfy, _ = _comfy()
-    from comfy.sd1_clip import SD1Tokenizer
-
-    reference = SD1Tokenizer()
+    module, _ = _comfy()
+    reference = module("comfy.sd1_clip").SD1Tokenizer()
     prompts = PROMPTS[:2] + ["Hello, World!! 123 café", "a rare token xyzzq in a jungle of 2 ferns"]
     for prompt, ids in zip(prompts, tokenize(prompts)):
         assert [t for t, _ in reference.tokenize_with_weights(prompt)["l"][0]] == ids.tolist()
 
 
 def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
-    comfy, mini_family = _comfy()
-    import comfy.pixel_space_convert
-    import comfy.supported_models
-
-    before = list(comfy.supported_models.models)
+    module, mini_family = _comfy()
+    supported_models = module("comfy.supported_models")
+    before = list(supported_models.models)
     mini_family.register()
-    assert comfy.supported_models.models == before
+    assert supported_models.models == before
     assert before.count(mini_family.MiniPixel) == 1 and before[-1] is mini_family.MiniPixel
     _, model, _, vae = both_worlds
     assert type(model.model.model_config) is mini_family.MiniPixel
@@ -110,7 +98,7 @@ def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
     assert model.model.model_type.name == "EPS"
     assert model.model.latent_format.scale_factor == 1.0 and model.model.latent_format.latent_channels == 3
     assert not model.model.concat_keys  # not mistaken for an inpainting model (48 input channels)
-    assert isinstance(vae.first_stage_model, comfy.pixel_space_convert.PixelspaceConversionVAE)
+    assert isinstance(vae.first_stage_model, module("comfy.pixel_space_convert").PixelspaceConversionVAE)
     assert vae.downscale_ratio == vae.upscale_ratio == 1
     # the pack's sampler sizes latents from the model: 64 px is the family's 3×64×64 pixel latent
     from finextract.nodes.sampler import latent_shape
@@ -120,14 +108,12 @@ def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
 def test_registering_replaces_no_comfyui_code():
     """The family is added through ComfyUI's extension points only: the VAE class and the model
     classes are ComfyUI's own objects after ``register()``, untouched."""
-    comfy, mini_family = _comfy()
-    import comfy.model_base
-    import comfy.sd
-
-    for owner, name in ((comfy.sd.VAE, "__init__"), (comfy.sd, "load_checkpoint_guess_config"),
-                        (comfy.model_base.BaseModel, "__init__"), (comfy.sd.VAE, "decode")):
+    module, _ = _comfy()
+    sd, model_base = module("comfy.sd"), module("comfy.model_base")
+    for owner, name in ((sd.VAE, "__init__"), (sd, "load_checkpoint_guess_config"),
+                        (model_base.BaseModel, "__init__"), (sd.VAE, "decode")):
         assert getattr(owner, name).__module__.startswith("comfy."), (owner, name)
-    assert not hasattr(comfy.sd.VAE.__init__, "finextract_mini")
+    assert not hasattr(sd.VAE.__init__, "finextract_mini")
 
 
 def test_schedule_equal(both_worlds):
@@ -195,13 +181,11 @@ def test_stock_graph_samples_over_http(comfy, host_checkpoints, stock_txt2img):
 def test_kohya_lora_names_map_onto_the_unet(both_worlds):
     """ComfyUI's LoRA loader finds every layer the family's LoRAs adapt — attention projections and
     ResBlock convolutions (LoCon) — under the kohya names (``lora_unet_<path with _>``)."""
-    comfy, _ = _comfy()
-    import comfy.lora
-
+    module, _ = _comfy()
     from finextract.miniature.finetune import LORA_TARGETS
 
     pipe, model, _, _ = both_worlds
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    key_map = module("comfy.lora").model_lora_keys_unet(model.model, {})
     names = [k[:-len(".weight")] for k in pipe.unet.state_dict()
              if k.endswith(".weight") and LORA_TARGETS["attention+conv"].search("." + k[:-len(".weight")])]
     attention = [n for n in names if ".attn" in n]

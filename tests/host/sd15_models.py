@@ -1,11 +1,12 @@
-"""Write random-weight SD1.5-architecture model files, built with ComfyUI's own model classes,
-for the host tests and the guidance-cost benchmark.
+"""Random-weight SD1.5-architecture model files, built with ComfyUI's own model classes, for the
+host tests (and the guidance-cost benchmark, run from a checkout).
 
-Run with ComfyUI's Python from inside a ComfyUI checkout (the test harness and the benchmark do):
+:func:`model_folder` returns the folder, building it once in a subprocess (ComfyUI's interpreter,
+ComfyUI imported through :mod:`finextract.host`) and caching it under ``$FINEXTRACT_TEST_CACHE``
+(default ``~/.cache/finextract-host-tests``) keyed by this file's source and the size. Importing
+this module does not import ComfyUI; running it as a script does:
 
-    cd $COMFYUI_PATH && python /path/to/bench/sd15_models.py OUT_DIR [--full]
-
-Script only (it imports ComfyUI, so it is never imported by the package).
+    python tests/host/sd15_models.py OUT_DIR [--full]      # finextract importable, COMFYUI_PATH set
 
 Random weights: no real checkpoint can be shipped or downloaded here, so these stand in for one.
 They are real SD1.5-architecture files (ComfyUI detects them as ``SD15``), with the real CLIP-L
@@ -17,23 +18,52 @@ same bytes, so the harness caches the folder between sessions.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
-import sys
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import types
 
-sys.path.insert(0, os.getcwd())  # script mode: the ComfyUI checkout is the working directory
+import torch
 
-import torch  # noqa: E402
+from finextract import host
 
-from comfy.cli_args import args  # noqa: E402
 
-args.cpu = True  # before comfy.model_management is imported: build on the CPU, whatever is present
-import comfy.model_detection  # noqa: E402
-import comfy.sd1_clip  # noqa: E402
-import comfy.supported_models  # noqa: E402
-import comfy.utils  # noqa: E402
-from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
+def cache_root() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("FINEXTRACT_TEST_CACHE",
+                                       pathlib.Path.home() / ".cache" / "finextract-host-tests"))
+
+
+def model_folder(comfyui: str | os.PathLike, python: str, full: bool = False) -> pathlib.Path:
+    """The folder with ``checkpoints/``, ``loras/`` and ``manifest.json``; builds it if missing
+    (small: ~40 s; full SD1.5 UNet: a few minutes and ~4 GB)."""
+    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:16]
+    folder = cache_root() / f"{digest}-{'full' if full else 'small'}"
+    if (folder / "manifest.json").is_file():
+        return folder
+    cache_root().mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="build-", dir=cache_root()))
+    cmd = [python, str(pathlib.Path(__file__).resolve()), str(tmp)] + (["--full"] if full else [])
+    with tempfile.TemporaryDirectory() as shim:
+        env = {**host.pack_env(shim), "COMFYUI_PATH": str(comfyui)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"building test models failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    tmp.rename(folder)
+    return folder
+
+
+def manifest(folder: pathlib.Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+C = types.SimpleNamespace()
+"""ComfyUI's modules the builder uses (``C.utils`` …), imported by :func:`main` through the door."""
 
 SD15_FULL = dict(
     use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
@@ -88,14 +118,14 @@ def unet_state_dict(config: dict, family, seed: int) -> dict:
 
 
 def clip_state_dict(seed: int) -> dict:
-    clip = comfy.sd1_clip.SD1ClipModel()
+    clip = C.sd1_clip.SD1ClipModel()
     sd = randomize(clip, seed)
-    saving = comfy.supported_models.SD15(dict(SD15_SMALL)).process_clip_state_dict_for_saving(sd)
+    saving = C.supported_models.SD15(dict(SD15_SMALL)).process_clip_state_dict_for_saving(sd)
     return {k: v for k, v in saving.items() if "position_ids" not in k}
 
 
 def vae_state_dict(seed: int) -> dict:
-    vae = AutoencoderKL(ddconfig=VAE_CONFIG, embed_dim=4)
+    vae = C.autoencoder.AutoencoderKL(ddconfig=VAE_CONFIG, embed_dim=4)
     return {f"first_stage_model.{k}": v for k, v in randomize(vae, seed).items()}
 
 
@@ -114,7 +144,7 @@ def half(sd: dict) -> dict:
 
 
 def detected_family(sd: dict) -> str:
-    config = comfy.model_detection.model_config_from_unet(sd, "model.diffusion_model.")
+    config = C.model_detection.model_config_from_unet(sd, "model.diffusion_model.")
     return type(config).__name__ if config is not None else "none"
 
 
@@ -169,13 +199,16 @@ def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4, key_formats: b
     names = {}
     for fmt, sd in files.items():
         name = f"finextract-test-{tag}-lora-{fmt}.safetensors"
-        comfy.utils.save_torch_file(half(sd), os.path.join(out, "loras", name),
+        C.utils.save_torch_file(half(sd), os.path.join(out, "loras", name),
                                     metadata={"ss_network_dim": str(rank)})
         names[fmt] = name
     return names
 
 
 def main():
+    host.import_comfyui(cpu=True)  # before comfy.model_management: build on the CPU, whatever is present
+    for name in ("model_detection", "sd1_clip", "supported_models", "utils", "ldm.models.autoencoder"):
+        setattr(C, name.rsplit(".", 1)[-1], host.module(f"comfy.{name}"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--full", action="store_true", help="full-size SD1.5 UNet (860 M parameters)")
@@ -185,19 +218,19 @@ def main():
     tag = "full" if args.full else "small"
     config = SD15_FULL if args.full else SD15_SMALL
 
-    unet = unet_state_dict(config, comfy.supported_models.SD15, seed=1)
+    unet = unet_state_dict(config, C.supported_models.SD15, seed=1)
     clip = clip_state_dict(seed=2)
     vae = vae_state_dict(seed=3)
     base = {**unet, **clip, **vae}
     fine = perturb(perturb(base, "model.diffusion_model.", 0.05, seed=4), "cond_stage_model.", 0.05, seed=5)
     roles = [("base", base), ("finetuned", fine)]
     if not args.full:  # refusal-test files, only needed once
-        roles.append(("other_family", {**unet_state_dict(SD2_SMALL, comfy.supported_models.SD20, seed=6), **vae}))
+        roles.append(("other_family", {**unet_state_dict(SD2_SMALL, C.supported_models.SD20, seed=6), **vae}))
 
     manifest = {"checkpoints": {}, "loras": {}}
     for role, sd in roles:
         name = f"finextract-test-{tag}-{role}.safetensors"
-        comfy.utils.save_torch_file(half(sd), os.path.join(args.out, "checkpoints", name))
+        C.utils.save_torch_file(half(sd), os.path.join(args.out, "checkpoints", name))
         manifest["checkpoints"][role] = {"file": name, "family": detected_family(sd)}
     del base, fine
     corrupt = f"finextract-test-{tag}-corrupt.safetensors"

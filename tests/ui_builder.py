@@ -1,12 +1,9 @@
-"""Write UI-format (0.4) workflows from node schemas: name inputs, get positional
-``widgets_values``, sockets and links laid out as the frontend saves them.
-
-Used to author the shipped workflows (then edited and saved from the canvas like any workflow)
-and by the tests to make small workflows, sound or deliberately broken.
-"""
+"""Test fixture: write UI-format (0.4) workflows from node schemas (inputs by name, positional
+``widgets_values``, sockets and links laid out as the frontend saves them), for small workflows,
+sound or deliberately broken. The shipped workflows are edited and saved from the canvas."""
 from __future__ import annotations
 
-from .schema import Schemas
+from finextract.workflows.schema import Schemas
 
 NODE_WIDTH = 320
 ROW_HEIGHT = 24
