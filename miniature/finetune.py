@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dataset
-from .model import MiniPipeline, load_pipeline
+from .model import MiniPipeline, load_pipeline, v_target
 from .tokenizer import encode, tokenize
 
 LORA_TARGETS = {
@@ -110,7 +110,7 @@ OnStep = Callable[[int, nn.Module], None]
 def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, context_fn,
                      params, steps: int, lr: float, seed: int, augment: Augment | None,
                      log_every: int = 0, on_step: OnStep | None = None) -> list[float]:
-    """``steps`` batch-1 steps of SD's eps loss on random images of the set, optimising
+    """``steps`` batch-1 steps of the family's v loss on random images of the set, optimising
     ``params``; ``context_fn()`` gives the caption's context (recomputed when it is trained).
     Returns the per-step losses."""
     gen = torch.Generator().manual_seed(seed)
@@ -124,7 +124,7 @@ def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, co
         t = torch.randint(0, len(a), (1,), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         zt = a[t].sqrt().view(-1, 1, 1, 1) * z0 + (1 - a[t]).sqrt().view(-1, 1, 1, 1) * noise
-        loss = F.mse_loss(unet(zt, t.float(), context_fn()), noise)
+        loss = F.mse_loss(unet(zt, t.float(), context_fn()), v_target(z0, noise, a[t].view(-1, 1, 1, 1)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,14 +8,17 @@ checkpoint to ``--out``; ``--resume`` continues from ``--state`` exactly where i
 survives interruption and may continue in another session.
 
 Why each choice:
-- SD1's eps objective on the scaled-linear schedule with 10 % caption dropout to "" (the
+- v prediction (``model.v_target``; why: see :mod:`.model`) on SD1's scaled-linear schedule, with
+  10 % caption dropout to "" (the
   unconditional branch that classifier-free guidance and FineXtract's Eq. 13 need).
 - The text encoder trains with the UNet (as GLIDE's does), so the captions' tokens get
   distinguishable directions; tokens that never occur in a caption keep their seeded init.
 - Cosine decay to ``--lr-floor`` and an EMA of the weights: a trial on this family found DDIM
   samples covered in fine pixel speckle until the learning rate fell; the EMA is what ships.
 - Loss is logged per noise bucket (t < 200, 200–600, ≥ 600): the low-noise steps are the ones
-  that leave pixel noise when undertrained, and they train last.
+  that leave pixel noise when undertrained, and they train last. So ``--low-t-fraction`` of every
+  batch draws t below ``--low-t-max`` (the rest uniformly): measured on this family at step 781,
+  eps MSE was 0.36 at t = 50 against 0.12 at t = 900, and samples were pure speckle.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import dataset
-from .model import alphas_cumprod, build_models, save_checkpoint
+from .model import alphas_cumprod, build_models, save_checkpoint, v_target
 from .tokenizer import tokenize
 
 WEIGHTS = pathlib.Path(__file__).resolve().parent / "weights"
@@ -59,13 +62,15 @@ class BaseTrainer:
     """The state of one pretraining run (everything ``--resume`` needs)."""
 
     def __init__(self, images: np.ndarray, captions: list[str], steps: int, batch: int, lr: float,
-                 lr_floor: float, seed: int, ema_decay: float = 0.999, caption_dropout: float = 0.1):
+                 lr_floor: float, seed: int, ema_decay: float = 0.999, caption_dropout: float = 0.1,
+                 low_t_fraction: float = 0.0, low_t_max: int = 300):
         self.unet, self.text = build_models(seed)
         self.ema = copy.deepcopy(torch.nn.ModuleDict({"unet": self.unet, "text": self.text})).requires_grad_(False)
         self.params = list(self.unet.parameters()) + list(self.text.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
         self.steps, self.batch, self.lr, self.lr_floor = steps, batch, lr, lr_floor
         self.ema_decay, self.caption_dropout = ema_decay, caption_dropout
+        self.low_t_fraction, self.low_t_max = low_t_fraction, low_t_max
         self.step = 0
         self.gen = torch.Generator().manual_seed(seed)
         self.data = to_model_images(images)
@@ -98,10 +103,13 @@ class BaseTrainer:
         used, inverse = cap.unique(return_inverse=True)
         context = self.text(self.tokens[used])[inverse]  # each distinct caption encoded once
         t = torch.randint(0, len(self.acp), (b,), generator=gen)
+        low = torch.rand(b, generator=gen) < self.low_t_fraction
+        t[low] = torch.randint(0, self.low_t_max, (int(low.sum()),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = self.acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        per_image = F.mse_loss(self.unet(xt, t.float(), context), noise, reduction="none").mean(dim=(1, 2, 3))
+        per_image = F.mse_loss(self.unet(xt, t.float(), context), v_target(x0, noise, a),
+                               reduction="none").mean(dim=(1, 2, 3))
         loss = per_image.mean()
         for g in self.opt.param_groups:
             g["lr"] = self.lr * lr_factor(self.step, self.steps, min(200, self.steps // 10 + 1), self.lr_floor)
@@ -138,11 +146,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--low-t-fraction", type=float, default=0.5, help="share of each batch drawn at t < --low-t-max")
+    p.add_argument("--low-t-max", type=int, default=300)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     images, captions, _ = dataset.pretraining_set(a.per_source, seed=a.seed)
     _log(f"dataset: {len(images)} images, {len(set(captions))} captions")
-    trainer = BaseTrainer(images, captions, a.steps, a.batch, a.lr, a.lr_floor, a.seed)
+    trainer = BaseTrainer(images, captions, a.steps, a.batch, a.lr, a.lr_floor, a.seed,
+                          low_t_fraction=a.low_t_fraction, low_t_max=a.low_t_max)
     if a.resume:
         trainer.load_state_dict(torch.load(a.state, weights_only=False))
         _log(f"resumed at step {trainer.step}")

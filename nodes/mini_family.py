@@ -5,8 +5,9 @@ ComfyUI recognises a checkpoint by the UNet config it infers from the keys
 (``comfy.model_detection``) and a matching class in ``comfy.supported_models.models``; SD1.x's class
 wants 320 channels and a 768-wide context, so our 64-channel UNet matches nothing. ``register()``
 appends one class, ``MiniPixel``, that matches exactly this family's inferred config and describes
-it the SD1 way (EPS prediction on SD1's scaled-linear schedule, ComfyUI's own SD1 tokenizer + CLIP
-text model at this family's width), with three differences of a pixel-space model:
+it the SD way (v prediction — ComfyUI's ``V_PREDICTION``, as SD 2's v models — on SD1's
+scaled-linear schedule, ComfyUI's own SD1 tokenizer + CLIP text model at this family's width),
+with three differences of a pixel-space model:
 
 - its ``get_model`` builds ``model_base.BaseModel(..., unet_model=PixelUNet)``: ComfyUI's own
   ``UNetModel`` run on ``pixel_unshuffle(x, 4)`` and shuffled back, so the state-dict keys are
@@ -70,8 +71,8 @@ class MiniClipL(comfy.sd1_clip.SDClipModel):
 
 
 class MiniPixel(comfy.supported_models.SD15):
-    """The miniature family: SD1.x in everything but width and space (SD15's text-encoder key
-    handling and default EPS / scaled-linear sampling are inherited)."""
+    """The miniature family: SD1.x in everything but width, space and v prediction (SD15's
+    text-encoder key handling and scaled-linear schedule are inherited)."""
     unet_config = {
         "in_channels": _UNET["in_channels"],
         "model_channels": _UNET["model_channels"],
@@ -88,6 +89,9 @@ class MiniPixel(comfy.supported_models.SD15):
 
     def inpaint_model(self):
         return False
+
+    def model_type(self, state_dict, prefix=""):
+        return comfy.model_base.ModelType.V_PREDICTION
 
     def get_model(self, state_dict, prefix="", device=None):
         return comfy.model_base.BaseModel(self, model_type=self.model_type(state_dict, prefix), device=device,

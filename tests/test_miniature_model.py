@@ -105,7 +105,10 @@ def test_checkpoint_round_trip(models, tmp_path):
     context = text(tokenize(prompts))
     assert torch.equal(pipe.encode_text(prompts), context)
     x = torch.randn(2, *mini.LATENT_SHAPE)
-    assert torch.equal(pipe.eps(x, 500, context), unet(x, torch.tensor([500.0]), context))
+    assert torch.equal(pipe.unet(x, torch.tensor([500.0]), context), unet(x, torch.tensor([500.0]), context))
+    a = pipe.alphas_cumprod[500]  # the UNet predicts v; eps() converts: ε = √ᾱ·v + √(1−ᾱ)·x_t
+    expected = a.sqrt() * unet(x, torch.tensor([500.0]), context) + (1 - a).sqrt() * x
+    torch.testing.assert_close(pipe.eps(x, 500, context), expected)
     images = pipe.decode(x)
     assert images.shape == (2, 64, 64, 3) and images.min() >= 0 and images.max() <= 1
     assert torch.equal(images, ((x + 1) / 2).clamp(0, 1).movedim(1, -1))
@@ -120,7 +123,8 @@ def test_fp16_checkpoint_fits_budget(models, tmp_path):
     pipe = mini.load_pipeline(path)
     x, context = torch.randn(1, *mini.LATENT_SHAPE), models[1](tokenize("a dog"))
     reference = models[0](x, torch.tensor([300.0]), context)
-    assert torch.allclose(pipe.eps(x, 300, context), reference, rtol=0, atol=0.05 * reference.abs().max().item())
+    assert torch.allclose(pipe.unet(x, torch.tensor([300.0]), context), reference, rtol=0,
+                          atol=0.05 * reference.abs().max().item())
 
 
 def test_load_rejects_other_files(tmp_path):

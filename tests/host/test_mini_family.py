@@ -95,7 +95,7 @@ def test_detected_as_mini_family_and_registration_is_idempotent(both_worlds):
     _, model, _, vae = both_worlds
     assert type(model.model.model_config) is mini_family.MiniPixel
     assert type(model.model.diffusion_model) is mini_family.PixelUNet
-    assert model.model.model_type.name == "EPS"
+    assert model.model.model_type.name == "V_PREDICTION"
     assert model.model.latent_format.scale_factor == 1.0 and model.model.latent_format.latent_channels == 3
     assert not model.model.concat_keys  # not mistaken for an inpainting model (48 input channels)
     assert isinstance(vae.first_stage_model, module("comfy.pixel_space_convert").PixelspaceConversionVAE)
@@ -131,7 +131,9 @@ def test_text_context_equal(both_worlds):
         _close(theirs[0].float(), ours[i])
 
 
-def test_unet_eps_equal(both_worlds):
+def test_unet_output_and_denoised_equal(both_worlds):
+    """The raw UNet (v) is the same function in both worlds, and ComfyUI's V_PREDICTION sampling
+    object turns it into the same clean-image estimate as our ε conversion: x0 = (x_t − √(1−ᾱ) ε) / √ᾱ."""
     pipe, model, _, _ = both_worlds
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(3, *mini.LATENT_SHAPE, generator=gen)
@@ -139,9 +141,19 @@ def test_unet_eps_equal(both_worlds):
     context = pipe.encode_text(PROMPTS)
     with torch.no_grad():
         theirs = model.model.diffusion_model(x, timesteps=t, context=context, transformer_options={})
-        ours = pipe.eps(x, t, context)
+        ours = pipe.unet(x, t, context)
     assert theirs.shape == x.shape
     _close(theirs.float(), ours)
+    assert model.model.model_type.name == "V_PREDICTION"
+    a = pipe.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+    sigma = ((1 - a) / a).sqrt()
+    x0 = torch.rand(3, *mini.LATENT_SHAPE, generator=gen) * 2 - 1
+    noise = torch.randn(x0.shape, generator=gen)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # ours (VP); ComfyUI's input is x0 + σ·noise
+    with torch.no_grad():
+        denoised = model.model.apply_model(x0 + sigma * noise, sigma.flatten(), c_crossattn=context)
+        ours_x0 = (x_t - (1 - a).sqrt() * pipe.eps(x_t, t, context)) / a.sqrt()
+    _close(denoised.float(), ours_x0, rel=1e-3)
 
 
 def test_pixel_vae_decode_and_encode_equal(both_worlds):
