@@ -51,8 +51,11 @@ def score_samples(pipe: MiniPipeline, caption: str, train_desc: torch.Tensor, de
 
 
 def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n: int, ddim_steps: int,
-          lr: float, rank: int, targets: str, descriptor, seed: int = 0) -> list[dict]:
-    """The memorisation curve of one fine-tune kind (``full`` or ``lora``) on ``concept``."""
+          lr: float, rank: int, targets: str, descriptor, seed: int = 0, save: pathlib.Path | None = None,
+          **recipe) -> list[dict]:
+    """The memorisation curve of one fine-tune kind (``full`` or ``lora``) on ``concept``; with
+    ``save``, the LoRA at the curve's end is written there in kohya format (how the shipped demo
+    LoRA is made: its own curve is printed on the way)."""
     images, caption = dataset.concept_set(concept)
     train_desc = descriptor.embed(images)
     rows, start = [], time.monotonic()
@@ -74,10 +77,15 @@ def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n
               f"A-ESR@0.6 {row['A-ESR@0.6']:.1f} @0.7 {row['A-ESR@0.7']:.1f}  ({row['sample_seconds']:.0f} s)",
               flush=True)
     if kind == "full":
-        finetune.dreambooth(base, images, caption, steps=max(checkpoints), lr=lr, seed=seed, on_step=on_step)
+        finetune.dreambooth(base, images, caption, steps=max(checkpoints), lr=lr, seed=seed, on_step=on_step,
+                            **recipe)
     else:
-        finetune.train_lora(base, images, caption, steps=max(checkpoints), rank=rank, alpha=float(rank), lr=lr,
-                            seed=seed, targets=targets, on_step=on_step)
+        tensors = finetune.train_lora(base, images, caption, steps=max(checkpoints), rank=rank, alpha=float(rank),
+                                      lr=lr, seed=seed, targets=targets, on_step=on_step, **recipe)
+        if save is not None:
+            finetune.save_lora(save, tensors, finetune.lora_metadata(concept, caption, len(images), rank, float(rank),
+                                                                     targets, max(checkpoints)))
+            print(f"  wrote {save}")
     return rows
 
 
@@ -116,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-lora", type=float, default=finetune.DEMO_LORA["lr"])
     p.add_argument("--rank", type=int, default=finetune.DEMO_LORA["rank"])
     p.add_argument("--targets", default=finetune.DEMO_LORA["targets"], choices=sorted(finetune.LORA_TARGETS))
+    p.add_argument("--batch", type=int, default=1, help="fine-tune images per step (paper: 1)")
+    p.add_argument("--low-t-fraction", type=float, default=0.0)
+    p.add_argument("--lr-floor", type=float, default=None, help="cosine decay of the fine-tune lr to this fraction")
+    p.add_argument("--save-lora", type=pathlib.Path, default=None, help="write the LoRA at the curve's end here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/calibration"))
     a = p.parse_args(argv)
@@ -142,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
             for kind in a.kinds.split(","):
                 print(f"curve: {kind} fine-tune of {concept!r}, N = {n}, {a.ddim_steps} DDIM steps")
                 lr = a.lr_full if kind == "full" else a.lr_lora
-                part = curve(base, concept, kind, checkpoints, n, a.ddim_steps, lr, a.rank, a.targets, descriptor)
+                part = curve(base, concept, kind, checkpoints, n, a.ddim_steps, lr, a.rank, a.targets, descriptor,
+                             save=a.save_lora if kind == "lora" else None,
+                             batch=a.batch, low_t_fraction=a.low_t_fraction, lr_floor=a.lr_floor)
                 _sheet(part, a.out / f"curve_{concept}_{kind}.png", dataset.concept_set(concept)[0])
                 rows += part
         for kind in a.kinds.split(","):

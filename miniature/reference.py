@@ -5,6 +5,7 @@ licences (GPL, CC BY-SA) make shipping the crops themselves awkward; 512 numbers
 neither. ``python -m finextract.miniature.reference`` embeds ``PER_SOURCE`` crops of every
 pretraining source (the first crops of :func:`dataset.pretraining_set`, i.e. images the base was
 trained on) and writes ``weights/pretraining_reference.npz``: ``descriptors`` (n, 512) float16,
+``thumbnails`` (n, 4, 4, 3) float16 (16×16-pixel means: colour layout, not content),
 ``source`` (n,) the index into :data:`dataset.PRETRAINING_SOURCES`, ``captions`` per source.
 """
 from __future__ import annotations
@@ -18,6 +19,14 @@ from . import dataset
 
 PATH = pathlib.Path(__file__).resolve().parent / "weights" / "pretraining_reference.npz"
 PER_SOURCE = 16
+THUMB = 4
+
+
+def thumbnails(images) -> np.ndarray:
+    """(n, 64, 64, 3) images → (n, THUMB, THUMB, 3) block means (float32)."""
+    x = np.asarray(images, np.float32)
+    n, h, w, c = x.shape
+    return x.reshape(n, THUMB, h // THUMB, THUMB, w // THUMB, c).mean(axis=(2, 4))
 
 
 def build(path: pathlib.Path = PATH, per_source: int = PER_SOURCE, descriptor=None) -> None:
@@ -27,7 +36,8 @@ def build(path: pathlib.Path = PATH, per_source: int = PER_SOURCE, descriptor=No
     images, _, source = dataset.pretraining_set(per_source)
     desc = descriptor.embed(images).numpy().astype(np.float16)
     captions = np.array([dataset.caption_of(s) for s in dataset.PRETRAINING_SOURCES])
-    np.savez_compressed(path, descriptors=desc, source=source.astype(np.int16), captions=captions)
+    np.savez_compressed(path, descriptors=desc, thumbnails=thumbnails(images).astype(np.float16),
+                        source=source.astype(np.int16), captions=captions)
     print(f"wrote {path}: {len(desc)} descriptors of {len(captions)} sources")
 
 
@@ -35,6 +45,12 @@ def load(path: pathlib.Path = PATH) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(descriptors (n, 512) float32, source index (n,), caption per source)."""
     with np.load(path) as f:
         return f["descriptors"].astype(np.float32), f["source"].astype(int), f["captions"].tolist()
+
+
+def load_thumbnails(path: pathlib.Path = PATH) -> np.ndarray:
+    """(n, THUMB, THUMB, 3) float32, in the order of :func:`load`."""
+    with np.load(path) as f:
+        return f["thumbnails"].astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> None:

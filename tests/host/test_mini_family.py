@@ -191,19 +191,21 @@ def test_stock_graph_samples_over_http(comfy, host_checkpoints, stock_txt2img):
 
 
 def test_kohya_lora_names_map_onto_the_unet(both_worlds):
-    """ComfyUI's LoRA loader finds every layer the family's LoRAs adapt — attention projections and
-    ResBlock convolutions (LoCon) — under the kohya names (``lora_unet_<path with _>``)."""
+    """ComfyUI's LoRA loader finds every layer the family's LoRAs adapt — attention projections,
+    ResBlock convolutions (LoCon) and, for the demo LoRA's ``all``, every other Linear / Conv2d
+    but the time embedding — under the kohya names (``lora_unet_<path with _>``)."""
     module, _ = _comfy()
     from finextract.miniature.finetune import LORA_TARGETS
 
     pipe, model, _, _ = both_worlds
     key_map = module("comfy.lora").model_lora_keys_unet(model.model, {})
-    names = [k[:-len(".weight")] for k in pipe.unet.state_dict()
-             if k.endswith(".weight") and LORA_TARGETS["attention+conv"].search("." + k[:-len(".weight")])]
-    attention = [n for n in names if ".attn" in n]
-    assert len(attention) == 4 * 2 * 4  # 4 transformers (ds=2 ×3, middle) × attn1/attn2 × q/k/v/out
-    assert len(names) - len(attention) == 2 * 11  # 11 ResBlocks (3 down, 2 middle, 6 up) × in/out conv
-    for name in names:
+    layers = {p for p, m in pipe.unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    chosen = {kind: sorted(p for p in layers if LORA_TARGETS[kind].search("." + p)) for kind in LORA_TARGETS}
+    assert len([p for p in chosen["attention+conv"] if ".attn" in p]) == 4 * 2 * 4  # 4 transformers × attn1/2 × q/k/v/out
+    assert len(chosen["attention+conv"]) == 32 + 2 * 11  # + 11 ResBlocks × in/out conv
+    assert "out.2" in chosen["all"] and "input_blocks.0.0" in chosen["all"]
+    assert not any("emb" in p for p in chosen["all"])
+    for name in chosen["all"]:
         assert key_map["lora_unet_" + name.replace(".", "_")] == f"diffusion_model.{name}.weight"
 
 
