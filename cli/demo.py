@@ -72,7 +72,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concept", default="cat", help="which bundled LoRA/concept set to audit")
     parser.add_argument("-n", "--n", type=int, default=None, help="images to generate (default 50·N0)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the demo's 20)")
-    parser.add_argument("--w", type=float, default=5.0, help="guidance weight w' (paper: 5 for LoRA)")
+    parser.add_argument("--w", type=float, default=None,
+                        help="guidance weight w' (default 3: the paper's full fine-tune value; the bundled LoRA "
+                             "is extracted from a full fine-tune. Paper: 5 for LoRAs)")
     parser.add_argument("--k", type=float, default=-0.02, help="correction k of Eq. 13 (paper: -0.02)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-control", action="store_true", help="skip the base-model control run")
@@ -80,8 +82,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.out = args.out or pathlib.Path("finextract-demo-" + time.strftime("%Y%m%d-%H%M%S"))
     check(args)
-    from ..miniature.demo import DEFAULT_DDIM_STEPS, run_demo
+    from ..miniature.demo import DEFAULT_DDIM_STEPS, DEFAULT_W, run_demo
 
-    run_demo(args.out, concept=args.concept, n=args.n, steps=args.steps or DEFAULT_DDIM_STEPS, w=args.w, k=args.k,
+    run_demo(args.out, concept=args.concept, n=args.n, steps=args.steps or DEFAULT_DDIM_STEPS,
+             w=DEFAULT_W if args.w is None else args.w, k=args.k,
              seed=args.seed, control=not args.no_control, direct=not args.no_direct)
     return 0
