@@ -60,7 +60,12 @@ def write_report(report: dict, folder: str, prefix: str = "finextract_report") -
 
 
 def _thumb(image) -> Image.Image:
+    """The image fitted to the cell: larger ones shrunk (bilinear), small ones (a 64 px miniature
+    image) enlarged by a whole factor with nearest neighbour, so a person sees their pixels."""
     pil = to_pil(image)
+    factor = THUMB // max(pil.size)
+    if factor >= 2:
+        pil = pil.resize((pil.width * factor, pil.height * factor), Image.NEAREST)
     pil.thumbnail((THUMB, THUMB), Image.BILINEAR)
     cell = Image.new("RGB", (THUMB, THUMB), (24, 24, 24))
     cell.paste(pil, ((THUMB - pil.width) // 2, (THUMB - pil.height) // 2))
