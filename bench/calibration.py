@@ -27,8 +27,9 @@ import time
 import numpy as np
 import torch
 
-from ..clustering import evaluate, extract, load_descriptor
-from ..miniature import dataset, ddim, finetune
+from ..clustering import evaluate, load_descriptor
+from ..miniature import dataset, finetune
+from ..miniature.demo import image_grid, extract_images
 from ..miniature.model import MiniPipeline, load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
 
@@ -36,13 +37,11 @@ TAUS = (0.6, 0.7)
 
 
 def score_samples(pipe: MiniPipeline, caption: str, train_desc: torch.Tensor, descriptor, n: int,
-                  ddim_steps: int, seed: int = 0, method: str = "direct", base: MiniPipeline | None = None,
-                  w: float = 1.0, k: float = 0.0) -> dict:
-    """Sample ``n`` images, score best-of-N per training image and the clustered N0 images."""
-    n0 = len(train_desc)
-    latents = ddim.sample_latents(pipe, base, caption, method, range(n), seed, w=w, k=k, steps=ddim_steps)
-    images = pipe.decode(latents).numpy()
-    ex = extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25)
+                  ddim_steps: int, seed: int = 0, label: str = "Direct") -> dict:
+    """Direct samples of ``pipe`` (the demo's sampling and clustering): best-of-N SSCD per training
+    image and the clustered N0 images' AS / A-ESR."""
+    images, ex = extract_images(pipe, None, caption, len(train_desc), n, "direct", 1.0, 0.0, ddim_steps, seed,
+                                descriptor, label)
     best_of_n = (train_desc @ ex.descriptors.T).max(dim=1).values
     raw = evaluate(train_desc, ex.extracted_descriptors(), TAUS)["raw"]
     return {"best_of_n": [round(v, 4) for v in best_of_n.tolist()], "best_of_n_max": round(best_of_n.max().item(), 4),
@@ -67,7 +66,7 @@ def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n
         tuned = finetune.with_unet(base, unet)
         t0 = time.monotonic()
         with torch.no_grad():
-            row = score_samples(tuned, caption, train_desc, descriptor, n, ddim_steps, seed)
+            row = score_samples(tuned, caption, train_desc, descriptor, n, ddim_steps, seed, f"{kind} step {step}")
         unet.train()
         row.update(kind=kind, concept=concept, steps=step, sample_seconds=round(time.monotonic() - t0, 1),
                    elapsed=round(time.monotonic() - start, 1))
@@ -94,7 +93,8 @@ def control(base: MiniPipeline, concepts: list[str], n: int, ddim_steps: int, de
     rows = []
     for concept in concepts:
         images, caption = dataset.concept_set(concept)
-        row = score_samples(base, caption, descriptor.embed(images), descriptor, n, ddim_steps)
+        row = score_samples(base, caption, descriptor.embed(images), descriptor, n, ddim_steps,
+                            label=f"control {concept}")
         row.update(concept=concept, caption=caption)
         rows.append(row)
         print(f"  control {concept:9s} {caption!r:30s}: best-of-N max {row['best_of_n_max']:.3f}  "
@@ -103,12 +103,8 @@ def control(base: MiniPipeline, concepts: list[str], n: int, ddim_steps: int, de
 
 
 def _sheet(rows: list[dict], path: pathlib.Path, training: np.ndarray | None = None) -> None:
-    """Extracted images of each row (training images first when given), 2× size."""
-    from PIL import Image
-    strips = ([training] if training is not None else []) + [r["extracted"] for r in rows]
-    sheet = np.concatenate([np.concatenate(list(s), axis=1) for s in strips], axis=0)
-    Image.fromarray((sheet * 255).round().astype(np.uint8)).resize(
-        (sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(path)
+    """Extracted images of each row (training images first when given), as the demo's grid."""
+    image_grid(([training] if training is not None else []) + [r["extracted"] for r in rows]).save(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,7 +40,7 @@ def check(args) -> None:
     from ..miniature.demo import lora_path
 
     problems = []
-    known = sorted(p.name for p in dataset.CONCEPTS.iterdir() if (p / "caption.txt").is_file())
+    known = dataset.shipped_concepts()
     n0 = dataset.N0
     if args.concept not in known:
         problems.append(f"--concept {args.concept}: no bundled concept set of that name; choose one of "

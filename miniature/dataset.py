@@ -210,12 +210,17 @@ def concept_tiles(photo: np.ndarray, tile_fraction: float = 0.5) -> list[np.ndar
             for r in range(rows) for c in range(cols)]
 
 
+def shipped_concepts(folder: pathlib.Path = CONCEPTS) -> list[str]:
+    """Names of the concept sets in ``folder`` (a sub-folder with a caption.txt)."""
+    return sorted(p.name for p in folder.iterdir() if (p / "caption.txt").is_file()) if folder.is_dir() else []
+
+
 def concept_set(name: str, folder: pathlib.Path = CONCEPTS) -> tuple[np.ndarray, str]:
     """The shipped training images (N0, 64, 64, 3) of concept ``name`` and its caption."""
     d = folder / name
     files = sorted(d.glob("*.png"))
     if not files:
-        known = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-        raise FileNotFoundError(f"no concept set {name!r} in {folder} (known: {', '.join(known) or 'none'})")
+        raise FileNotFoundError(f"no concept set {name!r} in {folder} "
+                                f"(known: {', '.join(shipped_concepts(folder)) or 'none'})")
     images = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0 for f in files])
     return images, (d / "caption.txt").read_text().strip()

@@ -42,11 +42,13 @@ def lora_path(concept: str) -> pathlib.Path:
 @dataclass(frozen=True)
 class Run:
     """One row of the demo: a label, the model that conditions on the caption, the model whose
-    unconditional branch guides (None: no guidance), and the guidance of ``ddim.guided_eps``."""
+    unconditional branch guides (None: no guidance) and the guidance of ``ddim.guided_eps``."""
     label: str
+    model: MiniPipeline
+    guide: MiniPipeline | None
     method: str
-    w: float
-    k: float
+    w: float = 1.0
+    k: float = 0.0
 
 
 def _progress(label: str):
@@ -58,7 +60,7 @@ def _progress(label: str):
     return report
 
 
-def _grid(rows: list[np.ndarray]) -> Image.Image:
+def image_grid(rows: list[np.ndarray]) -> Image.Image:
     """Rows of 64 px images on a white sheet, shown at 2×."""
     cols = max(len(r) for r in rows)
     sheet = np.ones((len(rows) * 68, cols * 68, 3), np.float32)
@@ -133,14 +135,14 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
     fine_tuned = load_lora(base, lora_path(concept))
     descriptor = load_descriptor()
     train_desc = descriptor.embed(train_images)
-    runs = [(Run("FineXtract (Eq. 13)", "finextract", w, k), fine_tuned, base)]
+    runs = [Run("FineXtract (Eq. 13)", fine_tuned, base, "finextract", w, k)]
     if direct:
-        runs.append((Run("Direct (same LoRA)", "direct", 1.0, 0.0), fine_tuned, None))
+        runs.append(Run("Direct (same LoRA)", fine_tuned, None, "direct"))
     if control:
-        runs.append((Run("base-model control", "direct", 1.0, 0.0), base, None))
+        runs.append(Run("base-model control", base, None, "direct"))
     results = []
-    for run, model, guide in runs:
-        images, ex = extract_images(model, guide, caption, n0, n, run.method, run.w, run.k, steps, seed,
+    for run in runs:
+        images, ex = extract_images(run.model, run.guide, caption, n0, n, run.method, run.w, run.k, steps, seed,
                                     descriptor, run.label)
         results.append((run, images[ex.result.indices], evaluate(train_desc, ex.extracted_descriptors()), ex))
     _, extracted, metrics, ex = results[0]
@@ -153,16 +155,16 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
                   "models": {"base": file_record(str(BASE), BASE.name),
                              "lora": file_record(str(lora_path(concept)), lora_path(concept).name)},
                   "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-                  "comparisons": {run.label: {"method": run.method, "model": "base" if model is base else "LoRA",
+                  "comparisons": {run.label: {"method": run.method, "model": "base" if run.model is base else "LoRA",
                                               "metrics": m["raw"]}
-                                  for (run, _, m, _), (_, model, _) in zip(results[1:], runs[1:])}}
+                                  for run, _, m, _ in results[1:]}}
     report = build_report(metrics, descriptor.name, provenance, ex.summary(),
                           [f"{concept}/{i:02d}.png" for i in range(n0)])
     out.mkdir(parents=True, exist_ok=True)
     (out / "extracted").mkdir(exist_ok=True)
     for i, img in enumerate(extracted):
         Image.fromarray((img * 255).round().astype(np.uint8)).save(out / "extracted" / f"{i:02d}.png")
-    _grid([train_images] + [r[1] for r in results]).save(out / "grid.png")
+    image_grid([train_images] + [r[1] for r in results]).save(out / "grid.png")
     raw = metrics["raw"]
     render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"]).save(
         out / "pairs.png")

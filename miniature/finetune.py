@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dataset
-from .model import MiniPipeline, load_pipeline, v_target
+from .model import MiniPipeline, load_pipeline, training_timesteps, v_target
 from .tokenizer import encode, tokenize
+from .train import lr_factor
 
 LORA_TARGETS = {
     "attention": re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$"),
@@ -128,12 +129,10 @@ def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, co
     for step in range(steps):
         if lr_floor is not None:
             for group in opt.param_groups:
-                group["lr"] = lr * (lr_floor + (1 - lr_floor) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+                group["lr"] = lr * lr_factor(step, steps, 0, lr_floor)
         idx = torch.randint(0, len(x), (batch,), generator=gen)
         z0 = x[idx] if augment is None else torch.stack([augment(x[i], gen) for i in idx.tolist()])
-        t = torch.randint(0, len(a), (batch,), generator=gen)
-        low = torch.rand(batch, generator=gen) < low_t_fraction
-        t[low] = torch.randint(0, 300, (int(low.sum()),), generator=gen)
+        t = training_timesteps(batch, gen, low_t_fraction, timesteps=len(a))
         noise = torch.randn(z0.shape, generator=gen)
         at = a[t].view(-1, 1, 1, 1)
         zt = at.sqrt() * z0 + (1 - at).sqrt() * noise

@@ -78,6 +78,17 @@ def v_target(x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor) -> torch.Te
     return a.sqrt() * noise - (1 - a).sqrt() * x0
 
 
+def training_timesteps(batch: int, gen: torch.Generator, low_fraction: float = 0.0, low_max: int = 300,
+                       timesteps: int = 1000) -> torch.Tensor:
+    """The t of one training batch: uniform over [0, ``timesteps``), except a ``low_fraction`` share
+    drawn below ``low_max`` (the low-noise steps leave pixel speckle when undertrained). One owner
+    for the base's pretraining and every fine-tune, drawing from ``gen`` in a fixed order."""
+    t = torch.randint(0, timesteps, (batch,), generator=gen)
+    low = torch.rand(batch, generator=gen) < low_fraction
+    t[low] = torch.randint(0, low_max, (int(low.sum()),), generator=gen)
+    return t
+
+
 def eps_from_v(v: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """ε = √ᾱ·v + √(1−ᾱ)·x_t, for x_t = √ᾱ·x0 + √(1−ᾱ)·ε."""
     return a.sqrt() * v + (1 - a).sqrt() * x_t

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import dataset
-from .model import alphas_cumprod, build_models, save_checkpoint, v_target
+from .model import alphas_cumprod, build_models, save_checkpoint, training_timesteps, v_target
 from .tokenizer import tokenize
 
 WEIGHTS = pathlib.Path(__file__).resolve().parent / "weights"
@@ -102,9 +102,7 @@ class BaseTrainer:
         cap[torch.rand(b, generator=gen) < self.caption_dropout] = self.empty
         used, inverse = cap.unique(return_inverse=True)
         context = self.text(self.tokens[used])[inverse]  # each distinct caption encoded once
-        t = torch.randint(0, len(self.acp), (b,), generator=gen)
-        low = torch.rand(b, generator=gen) < self.low_t_fraction
-        t[low] = torch.randint(0, self.low_t_max, (int(low.sum()),), generator=gen)
+        t = training_timesteps(b, gen, self.low_t_fraction, self.low_t_max, len(self.acp))
         noise = torch.randn(x0.shape, generator=gen)
         a = self.acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
