@@ -2,8 +2,10 @@
 
 The guider evaluates the fine-tuned model on the caption and, per method, the base model (finextract,
 Eq. 13) or the fine-tuned model (cfg, Eq. 8) on the negative/empty prompt, or nothing (direct),
-and combines the x0 predictions with :func:`..sampling.guided_denoised` (eps-space maths, x_t = a x0
-+ b eps with a read from the model's own ``noise_scaling``, so EPS, V and flow families all work).
+and combines the x0 predictions through ComfyUI's own ``cfg_function`` (CFG at scale 1 / w / w′,
+with its sampler_cfg and post-CFG hooks) plus Eq. 13's k term, :func:`..sampling.k_correction_denoised`
+(eps-space maths, x_t = a x0 + b eps with a read from the model's own ``noise_scaling``, so EPS, V
+and flow families all work; :func:`..sampling.guided_denoised` is the same combination in plain torch).
 
 How the two models are evaluated (the cost question):
 - base + LoRA pair (the fine-tuned MODEL is the base MODEL plus weight patches): ONE batched
