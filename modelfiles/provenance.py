@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 
+import torch
+
 from .. import __version__
+from .content import open_tensors
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_CONTENT_CACHE: dict[tuple[str, int, int], str] = {}
 
 PER_IMAGE_SEED_RULE = (
     "image i of a run with seed s starts from torch.randn on a CPU generator seeded with "
@@ -23,23 +27,52 @@ PER_IMAGE_SEED_RULE = (
     "one image at a time with seed derive_seed(s, i)")
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a file, computed once per (real path, size, mtime)."""
+def _cached(cache: dict, path: str, compute) -> str:
+    """``compute(real path)``, once per (real path, size, mtime)."""
     real = os.path.realpath(path)
     stat = os.stat(real)
     key = (real, stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(real, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+    if key not in cache:
+        cache[key] = compute(real)
+    return cache[key]
+
+
+def _sha256_of_bytes(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_of_tensors(path: str) -> str:
+    digest = hashlib.sha256()
+    with open_tensors(path) as tensors:
+        for name in sorted(tensors):
+            tensor = tensors[name]
+            digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+            digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file, computed once per (real path, size, mtime)."""
+    return _cached(_SHA_CACHE, path, _sha256_of_bytes)
+
+
+def content_sha256(path: str) -> str:
+    """sha256 of what a model file holds: every tensor's name, dtype, shape and bytes, in name
+    order, without the metadata or the container. A base re-saved with new metadata (or from
+    .ckpt to .safetensors) keeps its content hash while its file sha256 changes. Cached like
+    :func:`file_sha256`; reads one tensor at a time."""
+    return _cached(_CONTENT_CACHE, path, _sha256_of_tensors)
 
 
 def file_record(path: str, name: str, **extra) -> dict:
-    """JSON-able description of one model file: its name as the user picked it, size, sha256."""
-    return {"file": name, "bytes": os.path.getsize(path), "sha256": file_sha256(path), **extra}
+    """JSON-able description of one model file: its name as the user picked it, size, sha256 of
+    the file and of its tensors (:func:`content_sha256`)."""
+    return {"file": name, "bytes": os.path.getsize(path), "sha256": file_sha256(path),
+            "content_sha256": content_sha256(path), **extra}
 
 
 def generation_record(models: dict, *, method: str, w: float, k: float, seed: int, start: int, count: int,

@@ -27,8 +27,11 @@ class FineXtractDualModelLoader(io.ComfyNode):
             category="finextract",
             description=("Loads a base checkpoint and the fine-tune under audit, either a full "
                          "checkpoint or up to three LoRAs applied to the base. Refuses pairs of "
-                         "different model families, LoRAs that do not fit the base, and damaged "
-                         "files; the report says how many LoRA tensors applied."),
+                         "different model families, LoRAs that do not fit the base, damaged "
+                         "files, and fine-tunes that change no weight of the UNet or text "
+                         "encoder (judged by the files' tensors: a re-saved base, a LoRA whose "
+                         "update is zero); the report says how many LoRA tensors applied and how "
+                         "far the fine-tune moved the UNet and the text encoder (‖ΔW‖/‖W‖)."),
             search_aliases=["dual model loader", "base and fine-tune", "finextract loader", "lora audit"],
             inputs=[
                 io.Combo.Input("base_checkpoint", options=folder_paths.get_filename_list("checkpoints"),
@@ -42,7 +45,7 @@ class FineXtractDualModelLoader(io.ComfyNode):
                 io.Model.Output("finetuned_model", tooltip="The fine-tuned model (base + LoRAs shares the base weights)."),
                 io.Clip.Output("clip", tooltip="The fine-tuned text encoder (the base one if the fine-tune left it unchanged)."),
                 io.Vae.Output("vae", tooltip="The base checkpoint's VAE."),
-                io.String.Output("report", tooltip="Files, families, sha256 and how many tensors of each LoRA applied."),
+                io.String.Output("report", tooltip="Files, families, sha256, how many tensors of each LoRA applied, and the relative change ‖ΔW‖/‖W‖ of the UNet and the text encoder (or 'unchanged')."),
                 io.Clip.Output("base_clip", tooltip="The base text encoder, for the empty prompt of model guidance."),
             ],
         )

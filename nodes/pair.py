@@ -2,33 +2,41 @@
 
 Guidance between two models that are in fact the same extracts nothing, silently; so does a pair
 from two model families. This module refuses both with messages that name the files, counts how
-much of each LoRA applied, and attaches provenance to the returned models.
+much of each LoRA applied, measures how far the fine-tune moved the UNet and the text encoder
+(:mod:`..modelfiles.content`: from the files' tensors, so a re-saved base or a LoRA whose update is
+zero is refused by what it holds, not passed by its name or hash), and attaches provenance to the
+returned models.
+
+Refusals are plain ``ValueError``s: ComfyUI reports an exception's type as ``module.qualname``
+(``execution.full_type_name``), and a custom node pack's modules are named by their folder path,
+so a class of our own would reach the UI and the API as ``…/custom_nodes/<pack>.nodes.pair.X``.
+Builtins are reported by their bare name, and the message is the whole story.
 
 Provenance contract: every MODEL this loader returns carries
 ``model.model_options["finextract"] = {"role": "base" | "finetuned", "family": str,
 "base": file_record, "finetune": {"kind": "checkpoint", **file_record} |
 {"kind": "lora", "loras": [file_record + strength + tensors_applied/tensors_total]}}``
-(file records: file, bytes, sha256; see :mod:`..modelfiles.provenance`). ComfyUI copies
-model_options on clone, so the record follows the model through patch nodes.
+(file records: file, bytes, sha256, content_sha256; see :mod:`..modelfiles.provenance`), and
+``"change": {"UNet": r, "text encoder": r}`` on the checkpoint and on each LoRA record: the
+relative norm ‖ΔW‖/‖W_base‖ of the component (0.0 unchanged; None for a LoRA update in a form not
+measured, such as LoHa or DoRA). ComfyUI copies model_options on clone, so the record follows the
+model through patch nodes.
 """
 from __future__ import annotations
 
 import dataclasses
-
-import torch
 
 import comfy.lora
 import comfy.lora_convert
 import comfy.model_detection
 import comfy.sd
 import comfy.utils
+import comfy.weight_adapter
 import folder_paths
 
-from ..modelfiles import MIN_APPLIED_FRACTION, applied_tensors, file_record, with_diffusers_aliases
-
-
-class PairError(ValueError):
-    """A pair of files that cannot be audited together."""
+from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors,
+                          compare_files, component_norms, describe, file_record, lora_delta,
+                          squared_norm, with_diffusers_aliases)
 
 
 @dataclasses.dataclass
@@ -44,21 +52,22 @@ class Pair:
 def _read(folder: str, name: str, what: str):
     path = folder_paths.get_full_path(folder, name)
     if path is None:
-        raise PairError(f"{what} {name!r} is not in ComfyUI's {folder!r} folder")
+        raise ValueError(f"{what} {name!r} is not in ComfyUI's {folder!r} folder")
     try:
         sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     except Exception as exc:  # safetensors / torch raise many types for damaged files
-        raise PairError(f"{what} {name!r} cannot be read (corrupt, truncated or not a model "
-                        f"file): {str(exc).splitlines()[0]}") from exc
+        raise ValueError(f"{what} {name!r} cannot be read (corrupt, truncated or not a model "
+                         f"file): {str(exc).splitlines()[0]}") from exc
     return path, sd, metadata
 
 
-def _family(sd: dict, name: str, what: str) -> str:
+def _family(sd: dict, name: str, what: str) -> tuple[str, dict]:
+    """The model family's name and the key prefixes of its components in a checkpoint file."""
     prefix = comfy.model_detection.unet_prefix_from_state_dict(sd)
     config = comfy.model_detection.model_config_from_unet(sd, prefix)
     if config is None:
-        raise PairError(f"{what} {name!r}: ComfyUI recognises no diffusion model in it")
-    return type(config).__name__
+        raise ValueError(f"{what} {name!r}: ComfyUI recognises no diffusion model in it")
+    return type(config).__name__, {UNET: [prefix], TEXT_ENCODER: list(config.text_encoder_key_prefix)}
 
 
 def _load(sd: dict, metadata, name: str):
@@ -66,16 +75,30 @@ def _load(sd: dict, metadata, name: str):
         sd, output_vae=True, output_clip=True,
         embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata)
     if model is None:
-        raise PairError(f"checkpoint {name!r} holds no diffusion model")
+        raise ValueError(f"checkpoint {name!r} holds no diffusion model")
     return model, clip, vae
 
 
-def _same_text_encoder(clip_a, clip_b) -> bool:
-    sd_a, sd_b = clip_a.cond_stage_model.state_dict(), clip_b.cond_stage_model.state_dict()
-    return sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, set]:
+    """Squared norm of ``strength · ΔW`` per component over the layers the LoRA reached, and the
+    components with an update this pack does not measure (LoHa, LoKr, OFT, DoRA, "set")."""
+    delta, unmeasured = dict.fromkeys(COMPONENTS, 0.0), set()
+    for target in reached:
+        component = UNET if target.startswith("diffusion_model.") else TEXT_ENCODER
+        patch = patches[target]
+        if isinstance(patch, comfy.weight_adapter.LoRAAdapter) and patch.weights[4] is None:
+            up, down, alpha, mid = patch.weights[:4]
+            change = lora_delta(up, down, alpha, mid)
+        elif isinstance(patch, tuple) and patch[0] == "diff":
+            change = patch[1][0]
+        else:
+            unmeasured.add(component)
+            continue
+        delta[component] += strength ** 2 * squared_norm(change)
+    return delta, unmeasured
 
 
-def _apply_lora(model, clip, base_name: str, name: str, strength: float):
+def _apply_lora(model, clip, base_name: str, base_norms: dict, name: str, strength: float):
     """ComfyUI's load_lora_for_models, counting what applied instead of only logging it."""
     path, lora, _ = _read("loras", name, "LoRA")
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
@@ -94,55 +117,78 @@ def _apply_lora(model, clip, base_name: str, name: str, strength: float):
     total = len(lora)
     if total == 0 or len(applied) < MIN_APPLIED_FRACTION * total:
         missing = sorted(set(lora) - set(applied))[:3]
-        raise PairError(
+        raise ValueError(
             f"LoRA {name!r} does not fit base checkpoint {base_name!r}: {len(applied)} of {total} "
             f"tensors reached a layer (at least {MIN_APPLIED_FRACTION:.0%} required), e.g. "
             f"unmatched {missing}. It was probably made for another model family, or uses a key "
             f"spelling ComfyUI does not know.")
+    delta, unmeasured = _lora_change(patches, reached, strength)
+    if not unmeasured and not any(delta.values()):
+        why = ("strength 0 turns it off (pick 'none' to leave a slot empty)" if strength == 0 else
+               "every layer's update (alpha/rank · up · down) is zero, e.g. all its up weights are "
+               "0: an untrained or broken LoRA")
+        raise ValueError(
+            f"LoRA {name!r} at strength {strength:g} changes no weight of base checkpoint "
+            f"{base_name!r}: {why}. Guidance between the base and it extracts nothing.")
+    change = {c: None if c in unmeasured or (delta[c] and not base_norms[c]) else
+              (delta[c] / base_norms[c]) ** 0.5 if delta[c] else 0.0 for c in COMPONENTS}
     te_layers = sum(1 for key in reached if not key.startswith("diffusion_model."))
     record = file_record(path, name, strength=strength, tensors_applied=len(applied),
                          tensors_total=total, unet_layers=len(reached) - te_layers,
-                         text_encoder_layers=te_layers)
+                         text_encoder_layers=te_layers, change=change)
     return model, clip, record
 
 
 def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str, float]]) -> Pair:
     """Load the base checkpoint and its fine-tune: a full checkpoint or LoRAs applied to the base."""
     if (finetuned_name is None) == (not loras):
-        raise PairError("pick the fine-tune as either a checkpoint or one or more LoRAs (not both, "
-                        "not neither)")
+        raise ValueError("pick the fine-tune as either a checkpoint or one or more LoRAs (not both, "
+                         "not neither)")
     base_path, base_sd, base_meta = _read("checkpoints", base_name, "base checkpoint")
-    family = _family(base_sd, base_name, "base checkpoint")
+    family, prefixes = _family(base_sd, base_name, "base checkpoint")
     base_rec = file_record(base_path, base_name)
     lines = [f"base: {base_name} ({family}, sha256 {base_rec['sha256'][:12]})"]
     if finetuned_name is not None:
         ft_path, ft_sd, ft_meta = _read("checkpoints", finetuned_name, "fine-tuned checkpoint")
-        ft_family = _family(ft_sd, finetuned_name, "fine-tuned checkpoint")
+        ft_family, _ = _family(ft_sd, finetuned_name, "fine-tuned checkpoint")
         if ft_family != family:
-            raise PairError(f"base checkpoint {base_name!r} is {family} but fine-tuned checkpoint "
-                            f"{finetuned_name!r} is {ft_family}: a pair must share one model family")
+            raise ValueError(f"base checkpoint {base_name!r} is {family} but fine-tuned checkpoint "
+                             f"{finetuned_name!r} is {ft_family}: a pair must share one model family")
         finetune = {"kind": "checkpoint", **file_record(ft_path, finetuned_name)}
         if finetune["sha256"] == base_rec["sha256"]:
-            raise PairError(f"fine-tuned checkpoint {finetuned_name!r} is the same file as base "
-                            f"{base_name!r}: guidance between identical models extracts nothing")
+            raise ValueError(f"fine-tuned checkpoint {finetuned_name!r} is the same file as base "
+                             f"{base_name!r}: guidance between identical models extracts nothing")
+        if finetune["content_sha256"] == base_rec["content_sha256"]:
+            raise ValueError(f"fine-tuned checkpoint {finetuned_name!r} holds the same tensors as base "
+                             f"{base_name!r} (only its metadata or file format differs): guidance "
+                             f"between identical models extracts nothing")
+        change = compare_files(base_path, ft_path, prefixes)
+        if change.unchanged:
+            raise ValueError(f"fine-tuned checkpoint {finetuned_name!r} does not change base "
+                             f"{base_name!r}: the {change.compared} UNet and text-encoder tensors "
+                             f"both files hold are identical (the files differ elsewhere: VAE, "
+                             f"tensors only one of them has, or metadata). Guidance between "
+                             f"identical models extracts nothing")
+        finetune["change"] = change.relative()
     base, base_clip, vae = _load(base_sd, base_meta, base_name)
     del base_sd
     if finetuned_name is not None:
         finetuned, clip, _ = _load(ft_sd, ft_meta, finetuned_name)
         del ft_sd
-        if clip is None or base_clip is None or _same_text_encoder(clip, base_clip):
+        if clip is None or base_clip is None or not finetune["change"][TEXT_ENCODER]:
             clip = base_clip
         lines.append(f"fine-tune: full checkpoint {finetuned_name} ({family}, sha256 "
-                     f"{finetune['sha256'][:12]}); text encoder "
-                     f"{'fine-tuned' if clip is not base_clip else 'unchanged'}")
+                     f"{finetune['sha256'][:12]}); {describe(finetune['change'])}")
     else:
         finetuned, clip, records = base, base_clip, []
+        base_norms = component_norms(base_path, prefixes)
         for name, strength in loras:
-            finetuned, clip, record = _apply_lora(finetuned, clip, base_name, name, strength)
+            finetuned, clip, record = _apply_lora(finetuned, clip, base_name, base_norms, name, strength)
             records.append(record)
             lines.append(f"LoRA {name} x{strength:g}: {record['tensors_applied']}/"
                          f"{record['tensors_total']} tensors applied ({record['unet_layers']} UNet "
-                         f"layers, {record['text_encoder_layers']} text-encoder layers)")
+                         f"layers, {record['text_encoder_layers']} text-encoder layers); "
+                         f"{describe(record['change'])}")
         finetune = {"kind": "lora", "loras": records}
     provenance = {"family": family, "base": base_rec, "finetune": finetune}
     base = base.clone()

@@ -1,6 +1,9 @@
 """Model-file provenance and LoRA key spellings (host-agnostic parts of the loader)."""
 import json
 
+import torch
+from safetensors.torch import save_file
+
 from finextract.modelfiles import (applied_tensors, file_record, file_sha256, generation_record,
                                    with_diffusers_aliases)
 from finextract.modelfiles import provenance
@@ -37,7 +40,15 @@ def test_sha256_is_cached_per_size_and_mtime(tmp_path):
     assert cached == [first]
     path.write_bytes(b"abcd")  # new size: hashed again
     assert file_sha256(str(path)) != first
-    assert file_record(str(path), "m.safetensors")["bytes"] == 4
+
+
+def test_file_record_names_the_file_and_both_hashes(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.ones(2)}, str(path))
+    record = file_record(str(path), "m.safetensors")
+    assert record["bytes"] == path.stat().st_size and record["file"] == "m.safetensors"
+    assert record["sha256"] == file_sha256(str(path)) != record["content_sha256"]
+    assert len(record["content_sha256"]) == 64
 
 
 def test_generation_record_is_json_and_complete():

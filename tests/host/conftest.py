@@ -10,9 +10,10 @@ Fixtures (all session-scoped):
   ``tests/host/sd15_models.py`` (random weights, SD1.5 architecture; see its docstring). Cached
   between sessions, so it is built once (~40 s). Attributes:
   ``root``, ``checkpoints`` (role → file name: ``base``, ``finetuned``, ``other_family``,
-  ``corrupt``), ``families`` (role → ComfyUI model class), ``loras`` (format → file name:
-  ``kohya``, ``diffusers``, ``peft``, ``nomatch``: 4 layers each; ``attention``: every
-  transformer linear layer, rank 16).
+  ``corrupt``, ``resaved``: the base's tensors under new metadata, ``unet_finetuned``: the UNet
+  moved, the text encoder not), ``families`` (role → ComfyUI model class), ``loras`` (format →
+  file name: ``kohya``, ``diffusers``, ``peft``, ``nomatch``, ``zero``: 4 layers each, ``zero``
+  with all up weights 0; ``attention``: every transformer linear layer, rank 16).
 - ``comfy``: a :class:`ComfyClient` bound to a ComfyUI started by :func:`finextract.host.server`
   (``main.py --cpu`` on a free port of 8190-8199, a temporary base directory, this checkout as its
   only custom node pack, ``checkpoints``/``loras`` pointing at ``comfy_models``), under

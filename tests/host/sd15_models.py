@@ -170,9 +170,10 @@ def attention_lora(unet_sd: dict, rank: int = 16) -> dict:
 
 
 def key_format_loras(unet_sd: dict, rank: int = 4) -> dict:
-    """The host tests' LoRAs: one delta written in three key spellings, plus one whose keys match
-    nothing (:data:`LORA_LAYERS` names layers of the shrunk UNet only)."""
-    kohya, diffusers, peft, nomatch = {}, {}, {}, {}
+    """The host tests' LoRAs: one delta written in three key spellings, one whose keys match
+    nothing (:data:`LORA_LAYERS` names layers of the shrunk UNet only), and one that matches every
+    layer but moves none (kohya spelling, all up weights zero: an untrained LoRA)."""
+    kohya, diffusers, peft, nomatch, zero = {}, {}, {}, {}, {}
     for i, (diff_name, ldm_name) in enumerate(LORA_LAYERS.items()):
         weight = unet_sd[f"model.diffusion_model.{ldm_name}.weight"]
         down, up = lora_factors(rank, weight.shape[1], weight.shape[0], seed=100 + i)
@@ -180,6 +181,8 @@ def key_format_loras(unet_sd: dict, rank: int = 4) -> dict:
         kohya[f"{kname}.lora_down.weight"] = down
         kohya[f"{kname}.lora_up.weight"] = up
         kohya[f"{kname}.alpha"] = torch.tensor(float(rank))
+        zero.update({f"{kname}.lora_down.weight": down, f"{kname}.lora_up.weight": torch.zeros_like(up),
+                     f"{kname}.alpha": torch.tensor(float(rank))})
         # diffusers attention-processor format (train_dreambooth_lora.py, diffusers < 0.21)
         dname = "unet." + diff_name.replace(".to_", ".processor.to_")
         diffusers[f"{dname}_lora.down.weight"] = down
@@ -189,7 +192,7 @@ def key_format_loras(unet_sd: dict, rank: int = 4) -> dict:
         peft[f"unet.{diff_name}.lora_B.weight"] = up
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_down.weight"] = down
         nomatch[f"lora_unet_no_such_block_{i}_attn2_to_k.lora_up.weight"] = up
-    return {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch}
+    return {"kohya": kohya, "diffusers": diffusers, "peft": peft, "nomatch": nomatch, "zero": zero}
 
 
 def write_loras(out: str, unet_sd: dict, tag: str, rank: int = 4, key_formats: bool = True) -> dict:
@@ -222,17 +225,22 @@ def main():
     clip = clip_state_dict(seed=2)
     vae = vae_state_dict(seed=3)
     base = {**unet, **clip, **vae}
-    fine = perturb(perturb(base, "model.diffusion_model.", 0.05, seed=4), "cond_stage_model.", 0.05, seed=5)
-    roles = [("base", base), ("finetuned", fine)]
+    unet_fine = perturb(base, "model.diffusion_model.", 0.05, seed=4)
+    fine = perturb(unet_fine, "cond_stage_model.", 0.05, seed=5)
+    roles = [("base", base, None), ("finetuned", fine, None)]
     if not args.full:  # refusal-test files, only needed once
-        roles.append(("other_family", {**unet_state_dict(SD2_SMALL, C.supported_models.SD20, seed=6), **vae}))
+        roles += [("other_family", {**unet_state_dict(SD2_SMALL, C.supported_models.SD20, seed=6), **vae}, None),
+                  # the base's tensors under new metadata: another file, another sha256
+                  ("resaved", base, {"modelspec.title": "base, re-saved"}),
+                  # a DreamBooth run that froze the text encoder (SD1.5 files carry no text_projection)
+                  ("unet_finetuned", unet_fine, None)]
 
     manifest = {"checkpoints": {}, "loras": {}}
-    for role, sd in roles:
+    for role, sd, metadata in roles:
         name = f"finextract-test-{tag}-{role}.safetensors"
-        C.utils.save_torch_file(half(sd), os.path.join(args.out, "checkpoints", name))
+        C.utils.save_torch_file(half(sd), os.path.join(args.out, "checkpoints", name), metadata=metadata)
         manifest["checkpoints"][role] = {"file": name, "family": detected_family(sd)}
-    del base, fine
+    del base, fine, unet_fine
     corrupt = f"finextract-test-{tag}-corrupt.safetensors"
     with open(os.path.join(args.out, "checkpoints", manifest["checkpoints"]["base"]["file"]), "rb") as f:
         head = f.read(1 << 16)
