@@ -24,7 +24,8 @@ import comfy.sd
 import comfy.utils
 import folder_paths
 
-from ..modelfiles import MIN_APPLIED_FRACTION, applied_tensors, file_record, with_diffusers_aliases
+from ..modelfiles import (MIN_APPLIED_FRACTION, applied_tensors, file_record, model_file_problem,
+                          with_diffusers_aliases)
 
 
 class PairError(ValueError):
@@ -45,6 +46,9 @@ def _read(folder: str, name: str, what: str):
     path = folder_paths.get_full_path(folder, name)
     if path is None:
         raise PairError(f"{what} {name!r} is not in ComfyUI's {folder!r} folder")
+    problem = model_file_problem(path, what)
+    if problem is not None:
+        raise PairError(problem)
     try:
         sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     except Exception as exc:  # safetensors / torch raise many types for damaged files
