@@ -43,8 +43,8 @@ def _header(path: str) -> tuple[dict, int]:
         (length,) = struct.unpack("<Q", prefix)
         if length > min(MAX_HEADER_BYTES, size - 8):
             raise NotSafetensorsError(
-                f"{path}: header length {length} does not fit the {size}-byte file; not a safetensors "
-                f"file (a text file, a .ckpt/.pt pickle renamed, or truncated); {_FIX}")
+                f"{path}: not a safetensors file: the header length in its first 8 bytes does not fit "
+                f"the {size}-byte file (a text file or a .ckpt/.pt pickle renamed, or cut off); {_FIX}")
         raw = f.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))

@@ -22,10 +22,11 @@ import comfy.lora_convert
 import comfy.model_detection
 import comfy.sd
 import comfy.utils
+import comfy.weight_adapter
 import folder_paths
 
-from ..modelfiles import (MIN_APPLIED_FRACTION, applied_tensors, file_record, model_file_problem,
-                          with_diffusers_aliases)
+from ..modelfiles import (MIN_APPLIED_FRACTION, applied_tensors, as_matrix, file_record, low_rank_change,
+                          model_file_problem, with_diffusers_aliases)
 
 
 class PairError(ValueError):
@@ -79,6 +80,33 @@ def _same_text_encoder(clip_a, clip_b) -> bool:
     return sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
 
 
+def _check_shapes(patches: dict, lora: dict, model, clip, base_name: str, name: str) -> None:
+    """Refuse a LoRA whose low-rank change does not fit the weight it targets (same family, other
+    size: e.g. a LoRA of a wider variant). ComfyUI would only log the failed merge; the sampler's
+    LoRA branch would fail mid-run with ``size of tensor a (…) must match``. So the first misfit
+    is named, with both shapes, before anything is applied."""
+    for target, adapter in patches.items():
+        if isinstance(target, tuple) or not isinstance(adapter, comfy.weight_adapter.LoRAAdapter):
+            continue  # a slice of a fused weight, or LoHa/LoKr/OFT: not a plain up @ down to check here
+        up, down, _alpha, mid, _dora_scale, reshape = adapter.weights
+        owner = model.model if target.startswith("diffusion_model.") or clip is None else clip.cond_stage_model
+        try:
+            weight_shape = tuple(comfy.utils.get_attr(owner, target).shape)
+        except AttributeError:
+            continue  # reaches no weight: counted by the applied-tensors check
+        expected = tuple(reshape) if reshape is not None else weight_shape
+        change = low_rank_change(tuple(up.shape), tuple(down.shape), None if mid is None else tuple(mid.shape))
+        if change != as_matrix(expected):
+            tensors = ", ".join(f"{key} {tuple(lora[key].shape)}" for key in sorted(adapter.loaded_keys)
+                                if lora[key].ndim >= 2)
+            made = f"a change of shape {change}" if change else "no change (their ranks differ)"
+            raise PairError(
+                f"LoRA {name!r} does not fit base checkpoint {base_name!r}: its tensors {tensors} make "
+                f"{made}, but the model's weight {target} has shape {weight_shape}. The LoRA was made "
+                f"for a model of another size (another base or variant of this family) or is damaged; "
+                f"use the LoRA trained on this base.")
+
+
 def _apply_lora(model, clip, base_name: str, name: str, strength: float):
     """ComfyUI's load_lora_for_models, counting what applied instead of only logging it."""
     path, lora, _ = _read("loras", name, "LoRA")
@@ -88,6 +116,7 @@ def _apply_lora(model, clip, base_name: str, name: str, strength: float):
     key_map = with_diffusers_aliases(key_map)
     lora = comfy.lora_convert.convert_lora(lora)
     patches = comfy.lora.load_lora(lora, key_map, log_missing=False)
+    _check_shapes(patches, lora, model, clip, base_name, name)
     model = model.clone()
     reached = set(model.add_patches(patches, strength))
     if clip is not None:
