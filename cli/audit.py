@@ -90,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     specs = check(args)  # every input, all problems at once; nothing written before
-    args.out.mkdir(parents=True, exist_ok=True)
     pipeline = AuditPipeline(args)  # imports ComfyUI: only once the arguments are sound
     results = []
     for number, spec in enumerate(specs, 1):

@@ -85,6 +85,7 @@ def _check_shapes(patches: dict, lora: dict, model, clip, base_name: str, name: 
     size: e.g. a LoRA of a wider variant). ComfyUI would only log the failed merge; the sampler's
     LoRA branch would fail mid-run with ``size of tensor a (…) must match``. So the first misfit
     is named, with both shapes, before anything is applied."""
+    names = {id(tensor): key for key, tensor in lora.items()}  # adapters hold the file's own tensors
     for target, adapter in patches.items():
         if isinstance(target, tuple) or not isinstance(adapter, comfy.weight_adapter.LoRAAdapter):
             continue  # a slice of a fused weight, or LoHa/LoKr/OFT: not a plain up @ down to check here
@@ -97,8 +98,7 @@ def _check_shapes(patches: dict, lora: dict, model, clip, base_name: str, name: 
         expected = tuple(reshape) if reshape is not None else weight_shape
         change = low_rank_change(tuple(up.shape), tuple(down.shape), None if mid is None else tuple(mid.shape))
         if change != as_matrix(expected):
-            tensors = ", ".join(f"{key} {tuple(lora[key].shape)}" for key in sorted(adapter.loaded_keys)
-                                if lora[key].ndim >= 2)
+            tensors = ", ".join(f"{names.get(id(t), '?')} {tuple(t.shape)}" for t in (up, mid, down) if t is not None)
             made = f"a change of shape {change}" if change else "no change (their ranks differ)"
             raise PairError(
                 f"LoRA {name!r} does not fit base checkpoint {base_name!r}: its tensors {tensors} make "
