@@ -5,6 +5,7 @@ safetensors files, real PNGs, the real command through ``main(argv)`` or a subpr
 import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -45,6 +46,10 @@ def audit(files, *argv, out=None):
     return main(["audit", "--comfyui", str(files / "ComfyUI"), "--base", str(files / "base.safetensors"),
                  "--lora", str(files / "lora.safetensors"), "--train", str(files / "train"),
                  "--out", str(out or files / "out"), *argv])
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def refusal(capsys) -> str:
@@ -128,17 +133,28 @@ def test_damaged_model_files_are_named_with_the_cause(files, capsys):
 
 
 def test_training_images_are_checked_by_decoding(files, capsys):
-    """A corrupt PNG (was: OSError: image file is truncated, no file name) and a non-image with an
-    image suffix are refused, each named; ModelSpec.training_images refuses them too."""
+    """A truncated PNG (was: OSError: image file is truncated, no file name), a PNG whose pixels
+    decode but whose checksum fails (PIL's verify() finds it), one whose chunks are whole but whose
+    pixel data is short (only decoding finds it), and a non-image with an image suffix are refused,
+    each named; ModelSpec.training_images refuses them too."""
     train = files / "train"
     whole = (train / "t0.png").read_bytes()
     (train / "t2.png").write_bytes(whole[: len(whole) // 2])
+    end = whole.rindex(b"IEND") - 4
+    broken_crc = png_chunk(b"tEXt", b"Comment\x00hello")[:-1] + b"?"
+    (train / "t4.png").write_bytes(whole[:end] + broken_crc + whole[end:])
+    raw = b"".join(b"\x00" + bytes(range(48)) for _ in range(16))  # 16 rows of 16 RGB pixels
+    (train / "t5.png").write_bytes(  # every chunk whole, its pixel data cut short: verify() passes
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(raw)[:20]) + png_chunk(b"IEND", b""))
     (train / "t3.jpg").write_text("not a picture")
     (train / "notes.txt").write_text("ignored: not meant as an image")
     assert audit(files) == 2
     err = refusal(capsys)
     assert f"--train {train / 't2.png'}: damaged or truncated image" in err
     assert f"--train {train / 't3.jpg'}: not an image in any format PIL knows" in err
+    assert f"--train {train / 't5.png'}: damaged or truncated image (image file is truncated" in err
+    assert f"--train {train / 't4.png'}: damaged or truncated image (broken PNG file (bad header checksum" in err
     assert "t0.png" not in err and "notes.txt" not in err
     with pytest.raises(UsageError, match="t2.png"):
         ModelSpec("m", files / "base.safetensors", train, "").training_images()
