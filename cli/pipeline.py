@@ -55,6 +55,20 @@ class AuditPipeline:
         self.args = args
         self.comfy = Library(args.comfyui, cpu=args.cpu, output_dir=args.out)
         self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
+        self.check_choices()
+
+    def check_choices(self) -> None:
+        """``--sampler`` and ``--scheduler`` among the sampler node's options: ComfyUI's own lists,
+        known once it is imported, checked before any model loads (a node run as a library skips
+        the validation ComfyUI gives a prompt)."""
+        inputs = {i.id: i for i in self.comfy.nodes["FineXtractModelGuidanceSampler"].GET_SCHEMA().inputs}
+        problems = [f"--{flag} {value}: ComfyUI has no {flag} of that name; choose one of "
+                    f"{', '.join(inputs[key].options)}"
+                    for flag, key, value in (("sampler", "sampler_name", self.args.sampler),
+                                             ("scheduler", "scheduler", self.args.scheduler))
+                    if value not in inputs[key].options]
+        if problems:
+            raise UsageError("\n".join(problems))
 
     def load_pair(self, spec: ModelSpec):
         """The Dual Model Loader on the spec's files; its refusals (families, same file, a LoRA that

@@ -103,3 +103,12 @@ def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, model_args,
                      r"has shape \(\2, (\d+)\)\.", proc.stderr)
     assert match and int(match[3]) == 2 * int(match[4]), proc.stderr[-3000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_unknown_sampler_and_scheduler_are_refused_before_loading(tmp_path, model_args):
+    proc = audit(tmp_path, *model_args, *SMALL, "--sampler", "bogus", "--scheduler", "nope",
+                 "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "--sampler bogus: ComfyUI has no sampler of that name; choose one of euler," in proc.stderr
+    assert "--scheduler nope: ComfyUI has no scheduler of that name; choose one of" in proc.stderr
+    assert "[1/1] dog" not in proc.stderr and not (tmp_path / "out").exists()
