@@ -1,8 +1,9 @@
 """Loading a (base, fine-tune) pair into ComfyUI objects, with the checks guidance needs.
 
 Guidance between two models that are in fact the same extracts nothing, silently; so does a pair
-from two model families. This module refuses both with messages that name the files, counts how
-much of each LoRA applied, and attaches provenance to the returned models.
+from two model families. This module refuses both with messages that name the files, as it does
+damaged files and a LoRA whose tensors do not fit the base's weights; it counts how much of each
+LoRA applied, and attaches provenance to the returned models.
 
 Provenance contract: every MODEL this loader returns carries
 ``model.model_options["finextract"] = {"role": "base" | "finetuned", "family": str,
