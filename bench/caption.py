@@ -83,15 +83,13 @@ def speed(pez_iterations: int = 10) -> None:
 
 def _fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
     """(concept, kind, layers) for every fine-tune file shipped beside the base."""
-    from safetensors.torch import load_file
-
-    from ..caption.metadata import read_header
+    from ..modelfiles import load_safetensors, read_header
     out = []
     for path in sorted(WEIGHTS.glob("*.safetensors")):
         if path.name == "mini_base.safetensors":
             continue
         keys = read_header(path).keys()
-        tensors = load_file(str(path))
+        tensors = load_safetensors(path)
         if any(k.endswith(".lora_down.weight") for k in keys):
             out.append((path.stem, "lora", weight_delta.from_lora(tensors, base_unet, source=path.name)))
         elif any(k.startswith("model.diffusion_model.") for k in keys):
@@ -123,11 +121,10 @@ def _trained_fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.Te
 def _base_side(base_path: pathlib.Path):
     """The miniature base as Appendix A needs it: its UNet tensors (β⁻, the "before" of Eq. 17/19),
     its text encoder as a PromptEncoder, and the pipeline itself."""
-    from safetensors.torch import load_file
-
     from ..miniature.model import load_pipeline
+    from ..modelfiles import load_safetensors
     pipe = load_pipeline(base_path)
-    unet = {k: v.float() for k, v in load_file(str(base_path)).items() if k.startswith("model.diffusion_model.")}
+    unet = {k: v.float() for k, v in load_safetensors(base_path).items() if k.startswith("model.diffusion_model.")}
     return unet, clip_text_model(pipe.text.requires_grad_(False), tokenizer.START, tokenizer.END), pipe
 
 
@@ -193,18 +190,17 @@ def table7(concept: str = "cat", steps: int = 10, w: float = 5.0, k: float = -0.
     """Table 7 in miniature on the shipped LoRA of ``concept``: FineXtract (N = 50·N0, same seeds) with
     the true caption, PEZ's recovered caption (L = 3 and 7; Eq. 19, L2-PGD, 1000 iterations: the
     paper's settings) and none (Eq. 6: empty caption, k = 0), beside a base-model control."""
-    from safetensors.torch import load_file
-
     from ..caption import recover
     from ..clustering import evaluate
     from ..clustering.descriptors import load_descriptor
     from ..miniature.demo import BASE, extract_images, load_concept
     from ..miniature.finetune import load_lora
+    from ..modelfiles import load_safetensors
     lora_path = WEIGHTS / f"mini_lora_{concept}.safetensors"
     images, caption = load_concept(concept)
     base_unet, encoder, base = _base_side(BASE)
     tuned = load_lora(base, lora_path)
-    layers = weight_delta.from_lora(load_file(str(lora_path)), base_unet, source=lora_path.name)
+    layers = weight_delta.from_lora(load_safetensors(lora_path), base_unet, source=lora_path.name)
     captions = {"true caption": caption}
     for length in (3, 7):
         found, t = _timed(lambda: recover.recover_caption(

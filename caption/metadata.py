@@ -22,42 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-"""safetensors' own limit on the JSON header; a larger length prefix means a corrupt file."""
+from ..modelfiles.reading import NotSafetensorsError, read_header
 
 _FOLDER_NAME = re.compile(r"^(\d+)_(.+)$")
 """kohya DreamBooth folders are named ``<repeats>_<class tokens>``, e.g. ``10_sks dog``."""
-
-
-class NotSafetensorsError(ValueError):
-    """The file is not a readable safetensors file (truncated, corrupt, or another format)."""
-
-
-def read_header(path: str | os.PathLike) -> dict:
-    """The parsed JSON header of a safetensors file: 8-byte little-endian length, then that many
-    bytes of JSON. Reads only those bytes, never the tensors."""
-    path = os.fspath(path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise NotSafetensorsError(f"{path}: {size} bytes, too short for a safetensors header")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > min(MAX_HEADER_BYTES, size - 8):
-            raise NotSafetensorsError(
-                f"{path}: header length {length} does not fit the {size}-byte file; "
-                "not a safetensors file (a .ckpt/.pt pickle, or truncated)")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotSafetensorsError(f"{path}: header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise NotSafetensorsError(f"{path}: header is {type(header).__name__}, not a JSON object")
-    return header
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

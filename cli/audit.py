@@ -21,37 +21,9 @@ import csv
 import pathlib
 import sys
 
-from .pipeline import AuditPipeline, ModelSpec
-from .shards import parse_shard
-
-def parse_lora(text: str) -> tuple[pathlib.Path, float]:
-    path, _, strength = text.partition(":")
-    return pathlib.Path(path), float(strength) if strength else 1.0
-
-
-def read_manifest(path: pathlib.Path) -> list[ModelSpec]:
-    """Models listed in a CSV manifest (relative paths are relative to the manifest)."""
-    root = path.parent
-    specs = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            loras = [parse_lora(x.strip()) for x in (row.get("lora") or "").split(";") if x.strip()]
-            specs.append(ModelSpec(
-                name=row["name"], base=root / row["base"], train=root / row["train"],
-                caption=row.get("caption", ""),
-                finetuned=root / row["finetuned"] if row.get("finetuned") else None,
-                loras=[(root / p, s) for p, s in loras]))
-    return specs
-
-
-def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"model names must be unique, got {names}")
-    for s in specs:
-        if (s.finetuned is None) == (not s.loras):
-            raise SystemExit(f"{s.name}: give exactly one of a fine-tuned checkpoint or LoRAs")
-    return specs
+from . import UsageError
+from .audit_inputs import check
+from .pipeline import AuditPipeline
 
 
 def summary_rows(results: list[dict], tau: float, max_aesr: float) -> list[dict]:
@@ -89,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--name", default="model", help="report name of the single model")
     what.add_argument("--base", type=pathlib.Path, help="base checkpoint file")
     what.add_argument("--finetuned", type=pathlib.Path, help="fine-tuned checkpoint file (DreamBooth)")
-    what.add_argument("--lora", action="append", default=[], type=parse_lora, metavar="FILE[:STRENGTH]",
+    what.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
                       help="LoRA file of the fine-tune (repeatable, up to 3)")
     what.add_argument("--train", type=pathlib.Path, help="folder of the training images")
     what.add_argument("--caption", default="", help="training caption ('' if unknown)")
@@ -105,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--k", type=float, default=-0.02, help="correction k (Eq. 13)")
     gen.add_argument("--batch-size", type=int, default=4)
     dist = p.add_argument_group("distribution")
-    dist.add_argument("--shard", type=parse_shard, metavar="I/N", help="generate only shard I of N (0-based), save, stop")
+    dist.add_argument("--shard", metavar="I/N", help="generate only shard I of N (0-based), save, stop")
     dist.add_argument("--merge", action="store_true", help="cluster and score the union of saved shards")
     verdict = p.add_argument_group("verdict")
     verdict.add_argument("--tau", type=float, default=0.6, help="similarity threshold of A-ESR")
@@ -115,25 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def specs_from(args) -> list[ModelSpec]:
-    if args.manifest:
-        return check_specs(read_manifest(args.manifest))
-    if not (args.base and args.train):
-        raise SystemExit("give --manifest, or --base, --train and --finetuned or --lora")
-    return check_specs([ModelSpec(args.name, args.base, args.train, args.caption, args.finetuned, args.lora)])
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.shard and args.merge:
-        raise SystemExit("--shard and --merge are separate steps")
-    specs = specs_from(args)
-    args.out.mkdir(parents=True, exist_ok=True)
+    specs = check(args)  # every input, all problems at once; nothing written before
     pipeline = AuditPipeline(args)  # imports ComfyUI: only once the arguments are sound
     results = []
     for number, spec in enumerate(specs, 1):
         print(f"[{number}/{len(specs)}] {spec.name}", file=sys.stderr)
-        result = pipeline.audit(spec)
+        try:
+            result = pipeline.audit(spec)
+        except UsageError as exc:  # the pair loader refused this model's files
+            if number == 1:
+                raise
+            print(f"finextract audit: stopped at {spec.name}:\n  " + str(exc).replace("\n", "\n  ") +
+                  f"\n  the models before it are audited in {args.out}", file=sys.stderr)
+            return 2
         if result is not None:
             results.append(result)
     if args.shard:

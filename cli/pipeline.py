@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..clustering import image_files
+from ..clustering import image_files, image_problems
 from ..host import Library
 from ..modelfiles import LORA_SLOTS, NONE
+from . import UsageError
 from .shards import contiguous_runs, generation_indices, load_generation, save_generation
 
 
@@ -28,12 +29,19 @@ class ModelSpec:
     loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
 
     def training_images(self) -> list[pathlib.Path]:
+        """The training images (N0 is their count), each decoded once to be sure it is one;
+        :class:`UsageError` names the folder, or every file that is not a whole image."""
         if not self.train.is_dir():
-            raise SystemExit(f"{self.name}: training folder {self.train} does not exist")
+            what = "a file, not a folder" if self.train.exists() else "no such folder"
+            raise UsageError(f"{self.train}: {what}; give the folder that holds the training images")
         try:
-            return image_files(self.train)
+            files = image_files(self.train)
         except ValueError as exc:
-            raise SystemExit(f"{self.name}: {exc}") from None
+            raise UsageError(f"{exc}; put the training images (the fine-tune's data) there") from None
+        problems = image_problems(files)
+        if problems:
+            raise UsageError("\n".join(problems))
+        return files
 
 
 def save_png(image: torch.Tensor, path) -> None:
@@ -47,19 +55,36 @@ class AuditPipeline:
         self.args = args
         self.comfy = Library(args.comfyui, cpu=args.cpu, output_dir=args.out)
         self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
+        self.check_choices()
+
+    def check_choices(self) -> None:
+        """``--sampler`` and ``--scheduler`` among the sampler node's options: ComfyUI's own lists,
+        known once it is imported, checked before any model loads (a node run as a library skips
+        the validation ComfyUI gives a prompt)."""
+        inputs = {i.id: i for i in self.comfy.nodes["FineXtractModelGuidanceSampler"].GET_SCHEMA().inputs}
+        problems = [f"--{flag} {value}: ComfyUI has no {flag} of that name; choose one of "
+                    f"{', '.join(inputs[key].options)}"
+                    for flag, key, value in (("sampler", "sampler_name", self.args.sampler),
+                                             ("scheduler", "scheduler", self.args.scheduler))
+                    if value not in inputs[key].options]
+        if problems:
+            raise UsageError("\n".join(problems))
 
     def load_pair(self, spec: ModelSpec):
-        if len(spec.loras) > LORA_SLOTS:
-            raise SystemExit(f"{spec.name}: at most {LORA_SLOTS} LoRAs")
+        """The Dual Model Loader on the spec's files; its refusals (families, same file, a LoRA that
+        does not fit) become a :class:`UsageError` naming the model."""
         slots = {}
         for i in range(1, LORA_SLOTS + 1):
             lora = spec.loras[i - 1] if i <= len(spec.loras) else None
             slots[f"lora_{i}"] = self.comfy.register_file("loras", lora[0]) if lora else NONE
             slots[f"strength_{i}"] = lora[1] if lora else 1.0
         finetuned = self.comfy.register_file("checkpoints", spec.finetuned) if spec.finetuned else NONE
-        return self.comfy.run("FineXtractDualModelLoader",
-                              base_checkpoint=self.comfy.register_file("checkpoints", spec.base),
-                              finetuned_checkpoint=finetuned, **slots)
+        try:
+            return self.comfy.run("FineXtractDualModelLoader",
+                                  base_checkpoint=self.comfy.register_file("checkpoints", spec.base),
+                                  finetuned_checkpoint=finetuned, **slots)
+        except ValueError as exc:  # the loader's refusals are plain ValueErrors (nodes/pair.py says why)
+            raise UsageError(f"{spec.name}: {exc}") from exc
 
     def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
         """Latents of images ``indices`` of the run, and the run's generation record."""
@@ -84,14 +109,17 @@ class AuditPipeline:
         """Generate (or merge shards), cluster, score; None for a ``--shard`` step."""
         a = self.args
         out = a.out / spec.name
-        out.mkdir(parents=True, exist_ok=True)
         training = spec.training_images()
         n0 = len(training)
         n = a.n or 50 * n0
         pair = self.load_pair(spec)
+        out.mkdir(parents=True, exist_ok=True)
         print(f"  {pair[4]}".replace("\n", "\n  "), file=sys.stderr)
         if a.merge:
-            latents, run = load_generation(out)
+            try:
+                latents, run = load_generation(out)
+            except ValueError as exc:  # shards of other runs, missing or duplicated, not shards
+                raise UsageError(f"{spec.name}: --merge: {exc}") from exc
         else:
             latents, record = self.generate(spec, pair, n, generation_indices(n, a.shard))
             if a.shard:

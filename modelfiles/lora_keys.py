@@ -7,6 +7,7 @@ a LoRA of which less than :data:`MIN_APPLIED_FRACTION` of the tensors found a la
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping
 
 MIN_APPLIED_FRACTION = 0.5
@@ -49,3 +50,23 @@ def _module_prefixes(tensor_key: str) -> Iterable[str]:
 def applied_tensors(tensor_keys: Iterable[str], applied_modules: set[str]) -> list[str]:
     """The tensors of a LoRA file that belong to a module name that reached a model weight."""
     return [k for k in tensor_keys if any(p in applied_modules for p in _module_prefixes(k))]
+
+
+def low_rank_change(up_shape, down_shape, mid_shape=None) -> tuple[int, int] | None:
+    """(rows, columns) of the change ``up @ down`` a LoRA adds to a weight flattened to a matrix,
+    as ComfyUI's LoRA adapter computes it (LoCon's ``mid`` carries the conv kernel); None when the
+    ranks do not chain. A weight fits when its (shape[0], product of the rest) is this: otherwise
+    ComfyUI only logs the failed merge, or the sampler fails mid-run on ``size of tensor a``."""
+    rank = math.prod(up_shape[1:])
+    if down_shape[0] != rank:
+        return None
+    if mid_shape is None:
+        return up_shape[0], math.prod(down_shape[1:])
+    if tuple(mid_shape[:2]) != (rank, rank):
+        return None
+    return up_shape[0], down_shape[1] * math.prod(mid_shape[2:])
+
+
+def as_matrix(shape) -> tuple[int, int]:
+    """A weight's shape flattened as a LoRA changes it: (rows, product of the rest)."""
+    return shape[0], math.prod(shape[1:])

@@ -14,7 +14,8 @@ import folder_paths
 from comfy_api.v0_0_2 import io, ui
 
 from . import schema
-from ..clustering import DEFAULT_TAUS, build_report, evaluate, image_files, render_report, write_report
+from ..clustering import (DEFAULT_TAUS, build_report, evaluate, image_files, read_images, render_report,
+                          write_report)
 from ..modelfiles import NONE
 from .sscd_cluster import Clusters
 from .sscd_model import sscd_descriptor
@@ -33,7 +34,8 @@ def parse_taus(text: str) -> list[float]:
 
 def input_folder_images(folder: str) -> tuple[list[Image.Image], list[str]]:
     """All images of a subfolder of ComfyUI's input directory (sorted by name). The folder must
-    resolve inside the input directory: no arbitrary filesystem path."""
+    resolve inside the input directory: no arbitrary filesystem path. Every image file must decode
+    (:func:`..clustering.read_images` names each one that does not)."""
     root = os.path.realpath(folder_paths.get_input_directory())
     path = os.path.realpath(os.path.join(root, folder))
     if os.path.commonpath([root, path]) != root or path == root or not os.path.isdir(path):
@@ -42,11 +44,7 @@ def input_folder_images(folder: str) -> tuple[list[Image.Image], list[str]]:
         files = image_files(path)
     except ValueError:
         return [], []
-    images = []
-    for file in files:
-        with Image.open(file) as im:
-            images.append(im.convert("RGB"))
-    return images, [f"{folder}/{f.name}" for f in files]
+    return read_images(files), [f"{folder}/{f.name}" for f in files]
 
 
 class FineXtractExtractionMetrics(io.ComfyNode):

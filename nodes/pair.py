@@ -1,7 +1,8 @@
 """Loading a (base, fine-tune) pair into ComfyUI objects, with the checks guidance needs.
 
 Guidance between two models that are in fact the same extracts nothing, silently; so does a pair
-from two model families. This module refuses both with messages that name the files, counts how
+from two model families. This module refuses both with messages that name the files (as it does
+damaged files and a LoRA whose tensors do not fit the base's weights), counts how
 much of each LoRA applied, measures how far the fine-tune moved the UNet and the text encoder
 (:mod:`..modelfiles.content`: from the files' tensors, so a re-saved base or a LoRA whose update is
 zero is refused by what it holds, not passed by its name or hash), and attaches provenance to the
@@ -34,9 +35,9 @@ import comfy.utils
 import comfy.weight_adapter
 import folder_paths
 
-from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors,
+from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors, as_matrix,
                           compare_files, component_norms, describe, file_record, lora_delta,
-                          squared_norm, with_diffusers_aliases)
+                          low_rank_change, model_file_problem, squared_norm, with_diffusers_aliases)
 
 
 @dataclasses.dataclass
@@ -53,6 +54,9 @@ def _read(folder: str, name: str, what: str):
     path = folder_paths.get_full_path(folder, name)
     if path is None:
         raise ValueError(f"{what} {name!r} is not in ComfyUI's {folder!r} folder")
+    problem = model_file_problem(path, what)
+    if problem is not None:
+        raise ValueError(problem)
     try:
         sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     except Exception as exc:  # safetensors / torch raise many types for damaged files
@@ -98,6 +102,33 @@ def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, se
     return delta, unmeasured
 
 
+def _check_shapes(patches: dict, lora: dict, model, clip, base_name: str, name: str) -> None:
+    """Refuse a LoRA whose low-rank change does not fit the weight it targets (same family, other
+    size: e.g. a LoRA of a wider variant). ComfyUI would only log the failed merge; the sampler's
+    LoRA branch would fail mid-run with ``size of tensor a (…) must match``. So the first misfit
+    is named, with both shapes, before anything is applied."""
+    names = {id(tensor): key for key, tensor in lora.items()}  # adapters hold the file's own tensors
+    for target, adapter in patches.items():
+        if isinstance(target, tuple) or not isinstance(adapter, comfy.weight_adapter.LoRAAdapter):
+            continue  # a slice of a fused weight, or LoHa/LoKr/OFT: not a plain up @ down to check here
+        up, down, _alpha, mid, _dora_scale, reshape = adapter.weights
+        owner = model.model if target.startswith("diffusion_model.") or clip is None else clip.cond_stage_model
+        try:
+            weight_shape = tuple(comfy.utils.get_attr(owner, target).shape)
+        except AttributeError:
+            continue  # reaches no weight: counted by the applied-tensors check
+        expected = tuple(reshape) if reshape is not None else weight_shape
+        change = low_rank_change(tuple(up.shape), tuple(down.shape), None if mid is None else tuple(mid.shape))
+        if change != as_matrix(expected):
+            tensors = ", ".join(f"{names.get(id(t), '?')} {tuple(t.shape)}" for t in (up, mid, down) if t is not None)
+            made = f"a change of shape {change}" if change else "no change (their ranks differ)"
+            raise ValueError(
+                f"LoRA {name!r} does not fit base checkpoint {base_name!r}: its tensors {tensors} make "
+                f"{made}, but the model's weight {target} has shape {weight_shape}. The LoRA was made "
+                f"for a model of another size (another base or variant of this family) or is damaged; "
+                f"use the LoRA trained on this base.")
+
+
 def _apply_lora(model, clip, base_name: str, base_norms: dict, name: str, strength: float):
     """ComfyUI's load_lora_for_models, counting what applied instead of only logging it."""
     path, lora, _ = _read("loras", name, "LoRA")
@@ -107,6 +138,7 @@ def _apply_lora(model, clip, base_name: str, base_norms: dict, name: str, streng
     key_map = with_diffusers_aliases(key_map)
     lora = comfy.lora_convert.convert_lora(lora)
     patches = comfy.lora.load_lora(lora, key_map, log_missing=False)
+    _check_shapes(patches, lora, model, clip, base_name, name)
     model = model.clone()
     reached = set(model.add_patches(patches, strength))
     if clip is not None:

@@ -1,8 +1,7 @@
-"""The audit command's plumbing that needs no ComfyUI: manifests, shard ranges, the summary and
-its exit verdict. The full command runs against a real ComfyUI in tests/host/test_cli_audit.py."""
-import pytest
-
-from finextract.cli.audit import build_parser, specs_from, summary_rows, write_summary
+"""The audit command's plumbing that needs no ComfyUI: shard ranges, the summary and its exit
+verdict (manifests and every input check: test_cli_audit_inputs.py). The full command runs against
+a real ComfyUI in tests/host/test_cli_audit.py."""
+from finextract.cli.audit import summary_rows, write_summary
 from finextract.cli.shards import contiguous_runs, generation_indices
 
 
@@ -12,29 +11,6 @@ def test_contiguous_runs_cover_exactly_the_indices():
     shard = generation_indices(10, (1, 3))
     assert shard == [1, 4, 7]
     assert [i for s, c in contiguous_runs(shard) for i in range(s, s + c)] == shard
-
-
-def test_manifest_rows_become_models(tmp_path):
-    (tmp_path / "m.csv").write_text(
-        "name,base,finetuned,lora,train,caption\n"
-        "dog,base.safetensors,,dog.safetensors:0.8;style.safetensors,imgs/dog,a photo of sks dog\n"
-        "db,base.safetensors,db.safetensors,,imgs/db,\n")
-    args = build_parser().parse_args(["--comfyui", "x", "--manifest", str(tmp_path / "m.csv"), "--out", "o"])
-    dog, db = specs_from(args)
-    assert dog.loras == [(tmp_path / "dog.safetensors", 0.8), (tmp_path / "style.safetensors", 1.0)]
-    assert dog.train == tmp_path / "imgs/dog" and dog.caption == "a photo of sks dog"
-    assert db.finetuned == tmp_path / "db.safetensors" and db.loras == []
-    (tmp_path / "imgs/dog").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="no images"):
-        dog.training_images()
-
-
-def test_a_model_needs_exactly_one_kind_of_fine_tune(tmp_path):
-    (tmp_path / "m.csv").write_text("name,base,finetuned,lora,train,caption\n"
-                                    "x,b.safetensors,f.safetensors,l.safetensors,t,\n")
-    with pytest.raises(SystemExit, match="exactly one"):
-        specs_from(build_parser().parse_args(
-            ["--comfyui", "x", "--manifest", str(tmp_path / "m.csv"), "--out", "o"]))
 
 
 def test_summary_flags_models_above_the_threshold(tmp_path):

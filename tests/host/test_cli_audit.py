@@ -3,12 +3,14 @@ the harness, real SSCD), run as a subprocess exactly as a user's release script 
 import csv
 import hashlib
 import json
+import re
 import subprocess
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from finextract import host
 from finextract.cli.shards import merge_shards
@@ -80,3 +82,33 @@ def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_mod
     (row,) = csv.DictReader(open(tmp_path / "leaky" / "summary.csv"))
     assert float(row["a_esr@0.6"]) == 1.0 and row["verdict"] == "LEAKS"
     assert "A-ESR@0.6 above 0.5 for: dog" in proc.stderr
+
+
+def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, model_args, comfy_models):
+    """A LoRA with the right family's key names but other shapes (every down matrix twice as wide):
+    it used to reach the sampler and fail there with ``size of tensor a … must match``. The loader
+    names the file, the first misfit and both shapes; no traceback, nothing written."""
+    lora = load_file(str(comfy_models.root / "loras" / comfy_models.loras["kohya"]))
+    wide = {k: torch.cat([v, v], dim=1) if k.endswith("lora_down.weight") else v for k, v in lora.items()}
+    path = tmp_path / "wide.safetensors"
+    save_file(wide, str(path))
+    args = list(model_args)
+    args[args.index("--lora") + 1] = str(path)
+    proc = audit(tmp_path, *args, *SMALL, "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "nothing was run" in proc.stderr
+    match = re.search(r"dog: LoRA 'wide.safetensors' does not fit base checkpoint '[^']+': its tensors "
+                     r"(lora_unet_\w+)\.lora_up\.weight \((\d+), 4\), \1\.lora_down\.weight \(4, (\d+)\) make "
+                     r"a change of shape \(\2, \3\), but the model's weight diffusion_model\.[\w.]+\.weight "
+                     r"has shape \(\2, (\d+)\)\.", proc.stderr)
+    assert match and int(match[3]) == 2 * int(match[4]), proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_sampler_and_scheduler_are_refused_before_loading(tmp_path, model_args):
+    proc = audit(tmp_path, *model_args, *SMALL, "--sampler", "bogus", "--scheduler", "nope",
+                 "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "--sampler bogus: ComfyUI has no sampler of that name; choose one of euler," in proc.stderr
+    assert "--scheduler nope: ComfyUI has no scheduler of that name; choose one of" in proc.stderr
+    assert "[1/1] dog" not in proc.stderr and not (tmp_path / "out").exists()

@@ -163,6 +163,23 @@ def test_bad_inputs_are_clear_errors(comfy, photo_inputs):
     assert "training_folder" in comfy.run_expect_error(graph)  # not among the combo's options
 
 
+def test_damaged_training_images_are_named(comfy, photo_inputs):
+    """Training images count by decoding, not by suffix: a PNG cut in half (was: ``image file is
+    truncated`` with no file name) and a text file named .jpg are each named, in one message."""
+    folder = comfy.input_dir / "fx_damaged"
+    folder.mkdir(exist_ok=True)
+    whole = (comfy.input_dir / "fx_train" / "1_astronaut.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.jpg").write_text("not a picture")
+    (folder / "whole.png").write_bytes(whole)
+    graph, batch = image_batch(photo_inputs[:1])
+    graph["M"] = metrics_node(batch, folder="fx_damaged")
+    error = comfy.run_expect_error(graph)
+    assert "fx_damaged/cut.png: damaged or truncated image" in error, error
+    assert "fx_damaged/notes.jpg: not an image in any format PIL knows" in error, error
+    assert "whole.png" not in error
+
+
 def test_interrupt_stops_clustering(comfy, photo_inputs):
     graph, batch = image_batch(photo_inputs[:1])
     graph["R"] = {"class_type": "RepeatImageBatch", "inputs": {"image": batch, "amount": 400}}
