@@ -13,6 +13,12 @@ Across machines: ``--shard i/n`` (0-based) generates only the images ``shard_ind
 of every model and saves them to ``<out>/<name>/shards/``; ``--merge`` then reads all shards
 (checking they form one complete run), clusters the union and scores it. Image i is the same
 whichever shard makes it, so sharded + merged == unsharded.
+
+Stopped runs resume: every chunk of ``--batch-size`` generated images is saved in
+``<out>/<name>/generation/`` as it is made, with the run's identity; the same command run again
+(after Ctrl-C, a killed job, a full disk) generates only the missing images and ends with the
+report an uninterrupted run gives. Images saved with other settings or files are refused, not
+mixed in: use a fresh ``--out`` or ``--restart``.
 """
 from __future__ import annotations
 
@@ -84,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("--max-aesr", type=float, default=0.0,
                          help="exit 1 when some model's A-ESR@tau is above this")
     p.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the images an earlier run saved in --out and generate them all again")
     return p
 
 
@@ -92,18 +100,23 @@ def main(argv: list[str]) -> int:
     specs = check(args)  # every input, all problems at once; nothing written before
     pipeline = AuditPipeline(args)  # imports ComfyUI: only once the arguments are sound
     results = []
-    for number, spec in enumerate(specs, 1):
-        print(f"[{number}/{len(specs)}] {spec.name}", file=sys.stderr)
-        try:
-            result = pipeline.audit(spec)
-        except UsageError as exc:  # the pair loader refused this model's files
-            if number == 1:
-                raise
-            print(f"finextract audit: stopped at {spec.name}:\n  " + str(exc).replace("\n", "\n  ") +
-                  f"\n  the models before it are audited in {args.out}", file=sys.stderr)
-            return 2
-        if result is not None:
-            results.append(result)
+    try:
+        for number, spec in enumerate(specs, 1):
+            print(f"[{number}/{len(specs)}] {spec.name}", file=sys.stderr)
+            try:
+                result = pipeline.audit(spec)
+            except UsageError as exc:  # the pair loader refused this model's files
+                if number == 1:
+                    raise
+                print(f"finextract audit: stopped at {spec.name}:\n  " + str(exc).replace("\n", "\n  ") +
+                      f"\n  the models before it are audited in {args.out}", file=sys.stderr)
+                return 2
+            if result is not None:
+                results.append(result)
+    except KeyboardInterrupt:  # outside generation, which says itself how many images it kept
+        print(f"\ninterrupted: the images generated so far are kept in {args.out}; "
+              "run the same command to resume", file=sys.stderr)
+        return 130
     if args.shard:
         print(f"shard {args.shard[0]}/{args.shard[1]} saved for {len(specs)} model(s); "
               f"run with --merge once every shard is in {args.out}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +17,8 @@ from ..clustering import image_files, image_problems
 from ..host import Library
 from ..modelfiles import LORA_SLOTS, NONE
 from . import UsageError
-from .shards import contiguous_runs, generation_indices, load_generation, save_generation
+from .resume import GenerationStore
+from .shards import contiguous_runs, generation_indices, load_generation, run_identity, save_generation
 
 
 @dataclass
@@ -86,24 +88,55 @@ class AuditPipeline:
         except ValueError as exc:  # the loader's refusals are plain ValueErrors (nodes/pair.py says why)
             raise UsageError(f"{spec.name}: {exc}") from exc
 
-    def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
-        """Latents of images ``indices`` of the run, and the run's generation record."""
-        base, finetuned, clip, _vae, _report, base_clip = pair
+    def sampler_settings(self, spec: ModelSpec) -> dict:
+        """The sampler node's inputs that decide the images (besides models and conditioning)."""
         a = self.args
-        w = a.w if a.w is not None else (5.0 if spec.loras else 3.0)
+        return dict(seed=a.seed, steps=a.steps, sampler_name=a.sampler, scheduler=a.scheduler, width=a.size,
+                    height=a.size, method=a.method, w=a.w if a.w is not None else (5.0 if spec.loras else 3.0), k=a.k)
+
+    def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
+        """Latents of images ``indices`` of the run, and the run's identity. Every chunk of
+        ``--batch-size`` images is saved as it is made (:mod:`.resume`); chunks a stopped run
+        saved are loaded instead of made again."""
+        base, finetuned, clip, _vae, _report, base_clip = pair
+        a, settings = self.args, self.sampler_settings(spec)
+        sampler = self.comfy.nodes["FineXtractModelGuidanceSampler"]
+        record = sampler.record(base, finetuned, start=0, count=n, batch_size=a.batch_size, **settings)
+        store = GenerationStore(a.out / spec.name / "generation", run_identity(record, n, spec.caption))
+        if a.restart and (discarded := store.discard()):
+            print(f"  --restart: discarded {discarded} saved chunk(s) in {store.folder}", file=sys.stderr)
+        kept = store.load(indices)
+        missing = [i for i in indices if i not in kept]
+        if kept:
+            print(f"  resuming: {len(kept)} of {len(indices)} images kept in {store.folder}; "
+                  f"generating the other {len(missing)}", file=sys.stderr)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(spec.caption))
         negative = base_clip.encode_from_tokens_scheduled(base_clip.tokenize(""))
-        Library.terminal_progress(f"  generating {len(indices)} of {n} images")
-        chunks, record = [], None
-        for start, count in contiguous_runs(indices):
-            (latent,) = self.comfy.run(
-                "FineXtractModelGuidanceSampler", base=base, finetuned=finetuned, positive=positive,
-                negative=negative, count=count, start=start, batch_size=a.batch_size, seed=a.seed,
-                steps=a.steps, sampler_name=a.sampler, scheduler=a.scheduler, width=a.size,
-                height=a.size, method=a.method, w=w, k=a.k)
-            chunks.append(latent["samples"])
-            record = latent["finextract"]
-        return torch.cat(chunks), record
+        label = f"  generating {len(indices)} images ({len(kept)} resumed)"
+        since = (time.monotonic(), len(kept) * a.steps)
+        try:
+            for first in range(0, len(missing), a.batch_size):
+                chunk, parts = missing[first:first + a.batch_size], []
+                for start, count in contiguous_runs(chunk):  # one run unless --shard spreads the indices
+                    Library.terminal_progress(label, done=(len(kept) + sum(map(len, parts))) * a.steps,
+                                              total=len(indices) * a.steps, since=since)
+                    parts.append(self.comfy.run(
+                        "FineXtractModelGuidanceSampler", base=base, finetuned=finetuned, positive=positive,
+                        negative=negative, count=count, start=start, batch_size=a.batch_size, **settings)[0]["samples"])
+                latents = torch.cat(parts)
+                try:
+                    store.save(chunk, latents)
+                except OSError as exc:
+                    raise SystemExit(
+                        f"\n{spec.name}: could not save images {chunk[0]}..{chunk[-1]} in {store.folder} "
+                        f"({exc.strerror or exc}): the {len(kept)} of {len(indices)} images saved before are "
+                        "kept; free space (or fix the folder) and run the same command to resume") from None
+                kept.update(zip(chunk, latents))
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {len(kept)} of {len(indices)} images kept in {store.folder}; "
+                  "run the same command to resume", file=sys.stderr)
+            raise SystemExit(130) from None
+        return torch.stack([kept[i] for i in indices]), store.identity
 
     def audit(self, spec: ModelSpec) -> dict | None:
         """Generate (or merge shards), cluster, score; None for a ``--shard`` step."""
@@ -121,12 +154,11 @@ class AuditPipeline:
             except ValueError as exc:  # shards of other runs, missing or duplicated, not shards
                 raise UsageError(f"{spec.name}: --merge: {exc}") from exc
         else:
-            latents, record = self.generate(spec, pair, n, generation_indices(n, a.shard))
+            latents, run = self.generate(spec, pair, n, generation_indices(n, a.shard))
             if a.shard:
-                path = save_generation(out, latents, record, n, a.shard)
+                path = save_generation(out, latents, run, a.shard)
                 print(f"  saved {path}", file=sys.stderr)
                 return None
-            run = {"n": n, **record}
         return self.score(spec, pair[3], {"samples": latents, "finextract": run}, n0, n)
 
     def score(self, spec: ModelSpec, vae, latent: dict, n0: int, n: int) -> dict:

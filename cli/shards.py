@@ -11,11 +11,12 @@ cannot tell the difference.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ..modelfiles import check_safetensors, load_safetensors
 from ..sampling.driver import shard_indices
@@ -31,6 +32,33 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise ValueError(f"--shard takes i/n with integers, e.g. 0/4; got {text!r}") from None
     shard_indices(0, shard, num)  # raises on 0 <= i < n violated
     return shard, num
+
+
+def save_latents(path: pathlib.Path, latents: torch.Tensor, indices: list[int], metadata: dict[str, str]):
+    """Latents, their image indices and string metadata in one safetensors file, written
+    atomically (a temporary file beside it, synced, then renamed over it): a process killed or a
+    disk filling up mid-write leaves what was there before, never a half-written file."""
+    data = save({"latents": latents.contiguous(), "indices": torch.tensor(indices, dtype=torch.int64)},
+                metadata=metadata)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_latents(path: pathlib.Path, fmt: str) -> tuple[torch.Tensor, list[int], dict[str, str]]:
+    """(latents, indices, metadata) of a file :func:`save_latents` wrote with metadata format
+    ``fmt``; ValueError for any other file."""
+    metadata = check_safetensors(path).get("__metadata__") or {}
+    if metadata.get("format") != fmt:
+        raise ValueError(f"{path} is not a {fmt} file (format {metadata.get('format')!r})")
+    tensors = load_safetensors(path)
+    return tensors["latents"], tensors["indices"].tolist(), metadata
 
 
 @dataclass
@@ -49,19 +77,13 @@ def save_shard(path: pathlib.Path, latents: torch.Tensor, run: dict, shard: int,
     if latents.shape[0] != len(indices):
         raise ValueError(f"shard {shard}/{num_shards} of N={run['n']} has {len(indices)} images, "
                          f"got {latents.shape[0]} latents")
-    metadata = {"format": FORMAT, "run": json.dumps(run, sort_keys=True),
-                "shard": str(shard), "num_shards": str(num_shards)}
-    save_file({"latents": latents.contiguous(), "indices": torch.tensor(indices, dtype=torch.int64)},
-              str(path), metadata=metadata)
+    save_latents(path, latents, indices, {"format": FORMAT, "run": json.dumps(run, sort_keys=True),
+                                          "shard": str(shard), "num_shards": str(num_shards)})
 
 
 def load_shard(path: pathlib.Path) -> Shard:
-    metadata = check_safetensors(path).get("__metadata__") or {}
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a FineXtract shard file (format {metadata.get('format')!r})")
-    tensors = load_safetensors(path)
-    return Shard(tensors["latents"], tensors["indices"].tolist(), json.loads(metadata["run"]),
-                 int(metadata["shard"]), int(metadata["num_shards"]))
+    latents, indices, metadata = load_latents(path, FORMAT)
+    return Shard(latents, indices, json.loads(metadata["run"]), int(metadata["shard"]), int(metadata["num_shards"]))
 
 
 def merge_shards(paths) -> tuple[torch.Tensor, dict]:
@@ -90,9 +112,11 @@ RUN_KEYS_NOT_IDENTITY = ("start", "count", "batch_size")
 """Generation-record fields that differ between shards of one run."""
 
 
-def run_identity(record: dict, n: int) -> dict:
-    """What makes two shards parts of one run: the generation record minus the shard's range."""
-    return {"n": n, **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
+def run_identity(record: dict, n: int, caption: str) -> dict:
+    """What makes saved images parts of one run: N, the caption (the sampler's record holds the
+    files, hashes and settings but not the text behind the conditioning) and the generation
+    record minus the range and batching of the call that made them."""
+    return {"n": n, "caption": caption, **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
 
 
 def generation_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
@@ -114,10 +138,10 @@ def shard_path(out: pathlib.Path, shard: tuple[int, int]) -> pathlib.Path:
     return out / "shards" / f"shard-{shard[0]:04d}-of-{shard[1]:04d}.safetensors"
 
 
-def save_generation(out: pathlib.Path, latents, record: dict, n: int, shard: tuple[int, int]):
+def save_generation(out: pathlib.Path, latents, identity: dict, shard: tuple[int, int]):
     path = shard_path(out, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_shard(path, latents, run_identity(record, n), *shard)
+    save_shard(path, latents, identity, *shard)
     return path
 
 

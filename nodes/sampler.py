@@ -79,6 +79,17 @@ class FineXtractModelGuidanceSampler(io.ComfyNode):
         )
 
     @classmethod
+    def record(cls, base, finetuned, *, seed, start, count, batch_size, steps, sampler_name, scheduler,
+               width, height, method, w, k) -> dict:
+        """The provenance record :meth:`execute` attaches to images ``start .. start+count-1``,
+        without sampling: ``finextract audit`` checks images it saved earlier against it before
+        resuming a run."""
+        models = {role: m.model_options.get("finextract") for role, m in (("base", base), ("finetuned", finetuned))}
+        return generation_record(models, method=method, w=w, k=k, seed=seed, start=start, count=count, steps=steps,
+                                 sampler=sampler_name, scheduler=scheduler, width=width, height=height,
+                                 batch_size=batch_size, latent_shape=list(latent_shape(finetuned, width, height)))
+
+    @classmethod
     def execute(cls, base, finetuned, positive, negative, count, start, batch_size, seed, steps,
                 sampler_name, scheduler, width, height, method, w, k) -> io.NodeOutput:
         guider = ModelGuidanceGuider(base, finetuned, method, w, k)
@@ -107,10 +118,9 @@ class FineXtractModelGuidanceSampler(io.ComfyNode):
 
         samples = generate(range(start, start + count), chunk, seed, shape, sample, progress=progress,
                            check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
-        models = {role: m.model_options.get("finextract") for role, m in (("base", base), ("finetuned", finetuned))}
-        record = generation_record(models, method=method, w=w, k=k, seed=seed, start=start, count=count, steps=steps,
-                                   sampler=sampler_name, scheduler=scheduler, width=width, height=height,
-                                   batch_size=chunk, latent_shape=list(shape))
+        record = cls.record(base, finetuned, seed=seed, start=start, count=count, batch_size=chunk, steps=steps,
+                            sampler_name=sampler_name, scheduler=scheduler, width=width, height=height,
+                            method=method, w=w, k=k)
         return io.NodeOutput({"samples": samples, "finextract": record},
                              ui=ui.PreviewText(json.dumps(record, indent=1)))
 
