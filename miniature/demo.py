@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..cli import progress
 from ..clustering import evaluate, extract, load_descriptor, render_report
 from ..clustering.report import build_report, write_report
 from .dataset import concept_set
@@ -51,15 +52,6 @@ class Run:
     k: float = 0.0
 
 
-def _progress(label: str):
-    start = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        print(f"\r  {label}: {done}/{total} ({time.monotonic() - start:.0f} s)", end="" if done < total else "\n",
-              flush=True)
-    return report
-
-
 def image_grid(rows: list[np.ndarray]) -> Image.Image:
     """Rows of 64 px images on a white sheet, shown at 2×."""
     cols = max(len(r) for r in rows)
@@ -76,13 +68,10 @@ def extract_images(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption:
     """Generate ``n`` images with ``method`` (``ddim.guided_eps``), embed them with SSCD and cluster
     them into ``n0`` cliques. Returns (all images (n, 64, 64, 3), clustering Extraction)."""
     latents = sample_latents(fine_tuned, base, caption, method, range(n), seed, w=w, k=k, steps=steps,
-                             progress=_progress(f"{label}: sampling"))
+                             progress=progress.reporter(f"{label}: sampling", scale=steps))
     images = fine_tuned.decode(latents).numpy()
-    stages = {}
-
-    def progress(stage, done, total):
-        stages.setdefault(stage, _progress(f"{label}: {stage}"))(done, total)
-    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25, progress=progress)
+    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25,
+                           progress=progress.stages(label))
 
 
 def _recovered(raw: dict) -> int:
