@@ -148,16 +148,16 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
                                               "metrics": m["raw"]}
                                   for run, _, m, _ in results[1:]}}
     report = build_report(metrics, descriptor.name, provenance, ex.summary(),
-                          [f"{concept}/{i:02d}.png" for i in range(n0)])
+                          [f"{concept}/{i:02d}.png" for i in range(n0)],
+                          verdict=verdict({run.label: m["raw"] for run, _, m, _ in results}, n0))
     out.mkdir(parents=True, exist_ok=True)
     (out / "extracted").mkdir(exist_ok=True)
     for i, img in enumerate(extracted):
         Image.fromarray((img * 255).round().astype(np.uint8)).save(out / "extracted" / f"{i:02d}.png")
     image_grid([train_images] + [r[1] for r in results]).save(out / "grid.png")
     raw = metrics["raw"]
-    render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"]).save(
-        out / "pairs.png")
-    report["verdict"] = verdict({run.label: m["raw"] for run, _, m, _ in results}, n0)
+    render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"],
+                  report["verdict"]).save(out / "pairs.png")
     report["seconds"] = round(time.monotonic() - t0, 1)
     path = write_report(report, str(out))
     print("\n".join(_line(run.label, m["raw"]) for run, _, m, _ in results))
