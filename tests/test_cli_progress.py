@@ -27,7 +27,7 @@ def slow_sample(noise, _seeds):
 def test_a_long_stage_in_a_log_writes_few_whole_lines_with_rate_and_time_left(monkeypatch):
     """300 chunks over ~3 s through the real driver, one progress call each, into a file: a line
     per LOG_INTERVAL (+ the first and the last), each with the count, the time left and the rate."""
-    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.5)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 1.0)
     log = io.StringIO()
     start = time.monotonic()
     generate(range(300), 1, 0, (1, 2, 2), slow_sample, progress=progress.reporter("sampling", file=log))
@@ -35,7 +35,7 @@ def test_a_long_stage_in_a_log_writes_few_whole_lines_with_rate_and_time_left(mo
     text = log.getvalue()
     lines = text.splitlines()
     assert "\r" not in text and text.endswith("\n")
-    assert 3 <= len(lines) <= seconds / 0.5 + 2, lines
+    assert 3 <= len(lines) <= seconds / 1.0 + 2, lines
     assert lines[0].startswith("sampling: 0/300 images [00:00 elapsed, ? left")
     assert lines[-1].startswith("sampling: 300/300 images [")
     for line in lines[1:]:
@@ -60,12 +60,12 @@ def test_sampling_counts_images_and_resumed_work_is_not_in_the_rate():
     bar = progress.bar("generating", 15, initial=5, scale=4, file=log)
     for step in range(1, 41):
         bar.to(5 * 4 + step)
-    time.sleep(0.2)
+    time.sleep(0.5)
     bar.close()
     last = log.getvalue().splitlines()[-1]
     assert last.startswith("generating: 15.0/15 images [")
     rate = float(last.split(", ")[-1].split(" images/s")[0])
-    assert rate == pytest.approx(10 / 0.2, rel=0.5)  # 15 / 0.2 if the resumed 5 counted
+    assert rate == pytest.approx(10 / 0.5, rel=0.2)  # 15 / 0.5 if the resumed 5 counted
 
 
 def test_phases_of_one_counter_get_their_own_bars():
@@ -80,6 +80,13 @@ def test_phases_of_one_counter_get_their_own_bars():
     lines = log.getvalue().splitlines()
     assert [line.split(" [")[0] for line in lines] == [
         "embedding: 0/8 images", "embedding: 8/8 images", "clustering: 0/3 thresholds", "clustering: 3/3 thresholds"]
+
+    log = io.StringIO()  # a phase that stops short of its total: the next starts when the count does
+    report = progress.phases([("embedding", "images"), ("clustering", "thresholds")], file=log)
+    for done, total in ((3, 6), (5, 6), (1, 6), (6, 6)):
+        report(done, total)
+    assert [line.split(" [")[0] for line in log.getvalue().splitlines()] == [
+        "embedding: 0/6 images", "embedding: 5/6 images", "clustering: 0/6 thresholds", "clustering: 6/6 thresholds"]
 
 
 def test_miniature_sampling_reports_after_every_ddim_step():
