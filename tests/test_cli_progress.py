@@ -64,7 +64,7 @@ def test_sampling_counts_images_and_resumed_work_is_not_in_the_rate():
     bar.close()
     last = log.getvalue().splitlines()[-1]
     assert last.startswith("generating: 15.0/15 images [")
-    rate = float(last.split(", ")[-1].split(" images/s")[0])
+    rate = float(last.split(", ")[-1].split()[0])
     assert rate == pytest.approx(10 / 0.5, rel=0.2)  # 15 / 0.5 if the resumed 5 counted
 
 
@@ -98,3 +98,20 @@ def test_miniature_sampling_reports_after_every_ddim_step():
     ddim.sample_latents(base, None, "a photo", "direct", range(3), seed=1, steps=4, batch_size=2,
                         progress=lambda done, total: seen.append((done, total)))
     assert seen == [(2, 12), (4, 12), (6, 12), (8, 12), (9, 12), (10, 12), (11, 12), (12, 12)]
+
+
+def test_a_stage_is_timed_from_the_end_of_the_one_before():
+    """clustering.extract reports a stage first after its first batch: the time before that
+    report is the stage's too (else a 4-image embedding reads as thousands of images/s)."""
+    log = io.StringIO()
+    report = progress.stages("demo", file=log)
+    time.sleep(0.4)  # the whole embedding, reported once at its end
+    report("embed", 4, 4)
+    time.sleep(0.4)
+    report("cluster", 5, 5)
+    lines = log.getvalue().splitlines()
+    rates = [float(line.split(", ")[-1].split()[0]) for line in lines if line.split(": ")[2].startswith(("4/4", "5/5"))]
+    assert [line.split(" [")[0] for line in lines] == [
+        "demo: embed: 0/4 images", "demo: embed: 4/4 images", "demo: cluster: 0/5 thresholds",
+        "demo: cluster: 5/5 thresholds"]
+    assert rates == [pytest.approx(4 / 0.4, rel=0.2), pytest.approx(5 / 0.4, rel=0.2)]
