@@ -128,22 +128,11 @@ class Library:
             return tuple(self.nodes[node_id].execute(**inputs).result)
 
     @staticmethod
-    def terminal_progress(label: str, done: int = 0, total: int | None = None,
-                          since: tuple[float, int] | None = None):
-        """Route ComfyUI progress bars to one updating terminal line. A job run as several node
-        calls (the audit's generation, one call per saved chunk) passes for each call the units
-        ``done`` before it and the job's ``total``, so the line counts the whole job, and
-        ``since`` = (``time.monotonic()``, units done) at the job's start: the rate and the time
-        left count only work of this process, not images resumed from an earlier run."""
-        started, done_at_start = since or (time.monotonic(), done)
-
-        def hook(value, node_total, preview=None, node_id=None):
-            value, job_total = done + value, total or node_total
-            elapsed, made = time.monotonic() - started, value - done_at_start
-            eta = elapsed / made * (job_total - value) if made > 0 else 0.0
-            end = "\n" if value >= job_total else ""
-            print(f"\r{label}: {value}/{job_total} ({elapsed:.0f} s, ~{eta:.0f} s left)   ",
-                  end=end, file=sys.stderr, flush=True)
+    def on_progress(report) -> None:
+        """Send every ComfyUI progress bar (``comfy.utils.ProgressBar`` of the nodes run here) to
+        ``report(value, total)``; drawing it is the caller's (``cli.progress``)."""
+        def hook(value, total, preview=None, node_id=None):
+            report(value, total)
 
         module("comfy.utils").set_progress_bar_global_hook(hook)
 

@@ -67,8 +67,13 @@ def main(argv: list[str]) -> int:
         prog="finextract demo",
         description="Audit the bundled miniature LoRA with FineXtract (CPU, a few minutes): generate "
                     "50·N0 images with model guidance, cluster them with SSCD, and score the extracted "
-                    "images against the LoRA's training images, beside Direct sampling and the base model.")
-    parser.add_argument("--out", type=pathlib.Path, help="report folder (default: ./finextract-demo-<time>)")
+                    "images against the LoRA's training images, beside Direct sampling and the base model. "
+                    "Writes the report folder --out: pairs.png (the picture to read first: each training "
+                    "image, its best extracted match and the verdict), finextract_report_00001.json (every "
+                    "figure, the verdict, the provenance), grid.png (a row of training images, then a row of extracted images per run) and "
+                    "extracted/ (FineXtract's central images).")
+    parser.add_argument("--out", type=pathlib.Path, help="report folder (default: ./finextract-demo-<time> in the current folder, a name "
+                                                          "the checkout's .gitignore ignores)")
     parser.add_argument("--concept", default="cat", help="which bundled LoRA/concept set to audit")
     parser.add_argument("-n", "--n", type=int, default=None, help="images to generate (default 50·N0)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the demo's 20)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +15,7 @@ from PIL import Image
 from ..clustering import image_files, image_problems
 from ..host import Library
 from ..modelfiles import LORA_SLOTS, NONE
-from . import UsageError
+from . import UsageError, progress
 from .resume import GenerationStore
 from .shards import contiguous_runs, generation_indices, load_generation, run_identity, save_generation
 
@@ -112,14 +111,15 @@ class AuditPipeline:
                   f"generating the other {len(missing)}", file=sys.stderr)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(spec.caption))
         negative = base_clip.encode_from_tokens_scheduled(base_clip.tokenize(""))
-        label = f"  generating {len(indices)} images ({len(kept)} resumed)"
-        since = (time.monotonic(), len(kept) * a.steps)
+        bar = progress.bar(f"  generating {len(indices)} images ({len(kept)} resumed)", len(indices),
+                           initial=len(kept), scale=a.steps)
         try:
             for first in range(0, len(missing), a.batch_size):
                 chunk, parts = missing[first:first + a.batch_size], []
                 for start, count in contiguous_runs(chunk):  # one run unless --shard spreads the indices
-                    Library.terminal_progress(label, done=(len(kept) + sum(map(len, parts))) * a.steps,
-                                              total=len(indices) * a.steps, since=since)
+                    # the node counts its own count × steps: offset by what the job made before it
+                    before = (len(kept) + sum(map(len, parts))) * a.steps
+                    self.comfy.on_progress(lambda value, _total, before=before: bar.to(before + value))
                     parts.append(self.comfy.run(
                         "FineXtractModelGuidanceSampler", base=base, finetuned=finetuned, positive=positive,
                         negative=negative, count=count, start=start, batch_size=a.batch_size, **settings)[0]["samples"])
@@ -128,14 +128,17 @@ class AuditPipeline:
                     store.save(chunk, latents)
                 except OSError as exc:
                     raise SystemExit(
-                        f"\n{spec.name}: could not save images {chunk[0]}..{chunk[-1]} in {store.folder} "
+                        f"{spec.name}: could not save images {chunk[0]}..{chunk[-1]} in {store.folder} "
                         f"({exc.strerror or exc}): the {len(kept)} of {len(indices)} images saved before are "
                         "kept; free space (or fix the folder) and run the same command to resume") from None
                 kept.update(zip(chunk, latents))
         except KeyboardInterrupt:
-            print(f"\ninterrupted: {len(kept)} of {len(indices)} images kept in {store.folder}; "
+            bar.close()  # its last line first, then why it stopped
+            print(f"interrupted: {len(kept)} of {len(indices)} images kept in {store.folder}; "
                   "run the same command to resume", file=sys.stderr)
             raise SystemExit(130) from None
+        finally:
+            bar.close()  # closing twice is harmless
         return torch.stack([kept[i] for i in indices]), store.identity
 
     def audit(self, spec: ModelSpec) -> dict | None:
@@ -165,7 +168,9 @@ class AuditPipeline:
         """SSCDCluster on the N latents, then ExtractionMetrics against the training folder
         (handed to the node as a subfolder of ComfyUI's input directory, as in the workflows)."""
         a = self.args
-        Library.terminal_progress(f"  clustering {n} images into {n0}")
+        # SSCDCluster reports its stages through one ComfyUI bar: decoding + embedding, then clustering
+        self.comfy.on_progress(progress.phases([(f"  embedding {n} images with SSCD", "images"),
+                                                (f"  clustering into {n0} cliques", "thresholds")]))
         extracted, summary, clusters = self.comfy.run(
             "FineXtractSSCDCluster", n0=n0, mode="fast", time_cap=30.0, centred=False, prefilter=False,
             keep=0, chunk_size=8, latent=latent, vae=vae)

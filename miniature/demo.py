@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..cli import progress
 from ..clustering import evaluate, extract, load_descriptor, render_report
 from ..clustering.report import build_report, write_report
 from .dataset import concept_set
@@ -51,15 +52,6 @@ class Run:
     k: float = 0.0
 
 
-def _progress(label: str):
-    start = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        print(f"\r  {label}: {done}/{total} ({time.monotonic() - start:.0f} s)", end="" if done < total else "\n",
-              flush=True)
-    return report
-
-
 def image_grid(rows: list[np.ndarray]) -> Image.Image:
     """Rows of 64 px images on a white sheet, shown at 2×."""
     cols = max(len(r) for r in rows)
@@ -76,13 +68,10 @@ def extract_images(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption:
     """Generate ``n`` images with ``method`` (``ddim.guided_eps``), embed them with SSCD and cluster
     them into ``n0`` cliques. Returns (all images (n, 64, 64, 3), clustering Extraction)."""
     latents = sample_latents(fine_tuned, base, caption, method, range(n), seed, w=w, k=k, steps=steps,
-                             progress=_progress(f"{label}: sampling"))
+                             progress=progress.reporter(f"{label}: sampling", scale=steps))
     images = fine_tuned.decode(latents).numpy()
-    stages = {}
-
-    def progress(stage, done, total):
-        stages.setdefault(stage, _progress(f"{label}: {stage}"))(done, total)
-    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25, progress=progress)
+    return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25,
+                           progress=progress.stages(label))
 
 
 def _recovered(raw: dict) -> int:
@@ -159,16 +148,16 @@ def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = Non
                                               "metrics": m["raw"]}
                                   for run, _, m, _ in results[1:]}}
     report = build_report(metrics, descriptor.name, provenance, ex.summary(),
-                          [f"{concept}/{i:02d}.png" for i in range(n0)])
+                          [f"{concept}/{i:02d}.png" for i in range(n0)],
+                          verdict=verdict({run.label: m["raw"] for run, _, m, _ in results}, n0))
     out.mkdir(parents=True, exist_ok=True)
     (out / "extracted").mkdir(exist_ok=True)
     for i, img in enumerate(extracted):
         Image.fromarray((img * 255).round().astype(np.uint8)).save(out / "extracted" / f"{i:02d}.png")
     image_grid([train_images] + [r[1] for r in results]).save(out / "grid.png")
     raw = metrics["raw"]
-    render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"]).save(
-        out / "pairs.png")
-    report["verdict"] = verdict({run.label: m["raw"] for run, _, m, _ in results}, n0)
+    render_report(train_images, extracted, raw["best_match"], raw["best_score"], metrics["taus"],
+                  report["verdict"]).save(out / "pairs.png")
     report["seconds"] = round(time.monotonic() - t0, 1)
     path = write_report(report, str(out))
     print("\n".join(_line(run.label, m["raw"]) for run, _, m, _ in results))

@@ -103,11 +103,12 @@ class FineXtractExtractionMetrics(io.ComfyNode):
         path = write_report(report, folder, os.path.basename(filename_prefix) or "report")
         report["report_path"] = os.path.relpath(path, out_dir)
         raw = metrics["raw"]
-        picture = render_report(train_images, list(extracted), raw["best_match"], raw["best_score"], tau_list)
+        picture = render_report(train_images, list(extracted), raw["best_match"], raw["best_score"], tau_list,
+                                report["verdict"])
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)[None]
         text = json.dumps(report, indent=1)
-        short = json.dumps({"AS": raw["AS"], "A-ESR": raw["A-ESR"], "copy_rate@0.75": raw["copy_rate@0.75"],
-                            "descriptor": sscd.name, "report": report["report_path"]}, indent=1)
+        short = json.dumps({"verdict": report["verdict"], "AS": raw["AS"], "A-ESR": raw["A-ESR"],
+                            "copy_rate@0.75": raw["copy_rate@0.75"], "descriptor": sscd.name, "report": report["report_path"]}, indent=1)
         return io.NodeOutput(text, image, ui={**ui.PreviewImage(image, cls=cls).as_dict(), "text": (short,)})
 
 

@@ -50,3 +50,24 @@ def test_unknown_command_is_named():
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(ValueError, match="must be at least N0"):
         main(["demo", "--debug", "--out", str(tmp_path / "r"), "-n", "1"])
+
+
+def test_help_gives_the_whole_description_and_what_is_written(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    description = " ".join(text.split("\n\n")[1].split())  # the paragraph between usage and options
+    assert description.startswith("Audit the bundled miniature LoRA with FineXtract")
+    assert "beside Direct sampling and the base model." in description and description.endswith(".")
+    assert "pairs.png" in description and "finextract_report_00001.json" in description
+    assert "--out" in text and "finextract-demo-<time>" in text
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_default_report_folder_is_ignored_by_git():
+    """`make demo` writes ./finextract-demo-<time> in the checkout (or wherever the command runs
+    inside it): git must not see it."""
+    for where in (ROOT, ROOT / "miniature"):
+        report = where / "finextract-demo-20000101-000000" / "pairs.png"
+        assert subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", str(report)]).returncode == 0, where

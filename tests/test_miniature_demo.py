@@ -10,12 +10,13 @@ from finextract.miniature.demo import run_demo
 torch.set_num_threads(1)
 
 
-def test_demo_recovers_a_training_image(tmp_path):
+def test_demo_recovers_a_training_image(tmp_path, capsys):
     """N = 10·N0: Direct sampling of the bundled LoRA already returns a copy of a training image
     (SSCD > 0.6), the base model nothing near one (< 0.5), and FineXtract at the paper's w' = 5
     scores above the base (on this world it trails Direct: README, "Known limits")."""
     report = run_demo(tmp_path, n=50)
     [path] = tmp_path.glob("finextract_report_*.json")
+    assert path.name == "finextract_report_00001.json"  # the name the README and --help give
     on_disk = json.loads(path.read_text())
     raw = report["metrics"]["raw"]
     assert on_disk["metrics"]["raw"]["AS"] == raw["AS"] and on_disk["verdict"] == report["verdict"]
@@ -27,3 +28,9 @@ def test_demo_recovers_a_training_image(tmp_path):
     assert max(direct["best_score"]) > 0.6, direct["best_score"]  # a copy, by the paper's τ
     assert max(control["best_score"]) < 0.5 and direct["AS"] > control["AS"] + 0.3, (direct["AS"], control["AS"])
     assert raw["AS"] > control["AS"] + 0.1, (raw["AS"], control["AS"])
+    # progress of every long stage, as whole lines on a stderr that is not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    for stage in ("sampling: 50.0/50 images", "embed: 50/50 images", "cluster: "):
+        assert any(line.startswith(f"FineXtract (Eq. 13): {stage}") and " left, " in line and "/s]" in line
+                   for line in err.splitlines()), (stage, err)

@@ -70,6 +70,13 @@ def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_mod
     assert len(extracted) == 2  # N0 = the two training images
     assert "| dog | 2 | 4 |" in (out / "summary.md").read_text()
     assert Image.open(out / "dog" / "report.png").size[0] > 64
+    assert " of 2 training images recovered above tau = 0.6" in report["verdict"]  # also drawn on report.png
+    # progress of each stage, as whole lines (stderr is a pipe here): count, time left, rate
+    lines = proc.stderr.splitlines()
+    assert "\r" not in proc.stderr
+    for stage in ("  generating 4 images (0 resumed): 4.0/4 images [", "  embedding 4 images with SSCD: 4/4 images [",
+                  "  clustering into 2 cliques: "):
+        assert any(line.startswith(stage) and " left, " in line and "/s]" in line for line in lines), (stage, lines)
     # The same run audited against its own extracted images as the "training set": every
     # training image is recovered, A-ESR@0.6 = 1 exceeds 0.5, the command must fail.
     leaked = tmp_path / "leaked_train"
