@@ -87,7 +87,7 @@ def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, se
     """Squared norm of ``strength · ΔW`` per component over the layers the LoRA reached, and the
     components with an update this pack does not measure (LoHa, LoKr, OFT, DoRA, "set")."""
     delta, unmeasured = dict.fromkeys(COMPONENTS, 0.0), set()
-    for target in reached:
+    for target in sorted(reached, key=str):  # a fixed order: the float sum is then the same in every process
         component = UNET if target.startswith("diffusion_model.") else TEXT_ENCODER
         patch = patches[target]
         if isinstance(patch, comfy.weight_adapter.LoRAAdapter) and patch.weights[4] is None:
