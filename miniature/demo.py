@@ -103,11 +103,9 @@ def verdict(results: dict[str, dict], n0: int) -> str:
     return "\n".join(lines)
 
 
-DEFAULT_W = 3.0
-"""w′ of the demo: the paper's default for a full fine-tune, which is what the bundled LoRA is (its
-SVD extraction). Measured on it (N = 250): w′ = 2 / 3 / 5 recover 4 / 3 / 0 of 5 above τ = 0.6
-(AS 0.619 / 0.572 / 0.279; Direct 0.611, 2 of 5): at the paper's LoRA default 5 the guidance
-amplifies the weak base's low-noise error into colour noise (README, "Known limits")."""
+DEFAULT_W = 5.0
+"""w′ of the demo: the paper's default for a LoRA (Sec. 5.1; 3 for a full fine-tune), which is what
+the bundled file is (LoRA factors trained directly, ``finetune.DEMO_LORA``)."""
 
 
 def run_demo(out: pathlib.Path, concept: str = DEMO_CONCEPT, n: int | None = None, steps: int = DEFAULT_DDIM_STEPS,

@@ -11,9 +11,9 @@ torch.set_num_threads(1)
 
 
 def test_demo_recovers_a_training_image(tmp_path, capsys):
-    """N = 10·N0: Direct sampling of the bundled LoRA already returns a copy of a training image
-    (SSCD > 0.6), the base model nothing near one (< 0.5), and FineXtract at the paper's w' = 5
-    scores above the base (on this world it trails Direct: README, "Known limits")."""
+    """N = 10·N0: FineXtract at the paper's LoRA defaults (w' = 5, k = -0.02) returns copies of
+    training images (SSCD > 0.6; measured 3 of 5, best 0.65), Direct sampling of the same LoRA
+    scores far above the base model, and the base model comes nowhere near one (< 0.5)."""
     report = run_demo(tmp_path, n=50)
     [path] = tmp_path.glob("finextract_report_*.json")
     assert path.name == "finextract_report_00001.json"  # the name the README and --help give
@@ -25,9 +25,10 @@ def test_demo_recovers_a_training_image(tmp_path, capsys):
     assert len(report["provenance"]["models"]["lora"]["sha256"]) == 64
     direct = report["provenance"]["comparisons"]["Direct (same LoRA)"]["metrics"]
     control = report["provenance"]["comparisons"]["base-model control"]["metrics"]
-    assert max(direct["best_score"]) > 0.6, direct["best_score"]  # a copy, by the paper's τ
+    assert (report["provenance"]["w"], report["provenance"]["k"]) == (5.0, -0.02)  # the paper's LoRA defaults
+    assert sum(s > 0.6 for s in raw["best_score"]) >= 2, raw["best_score"]  # copies, by the paper's τ
     assert max(control["best_score"]) < 0.5 and direct["AS"] > control["AS"] + 0.3, (direct["AS"], control["AS"])
-    assert raw["AS"] > control["AS"] + 0.1, (raw["AS"], control["AS"])
+    assert raw["AS"] > control["AS"] + 0.4, (raw["AS"], control["AS"])
     # progress of every long stage, as whole lines on a stderr that is not a terminal
     err = capsys.readouterr().err
     assert "\r" not in err
