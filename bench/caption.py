@@ -187,10 +187,11 @@ def _mean_cos(vectors: torch.Tensor) -> float:
 
 
 def _geometry(vectors: torch.Tensor, probe_ids: list[int], sample: int = 2048, seed: int = 0) -> dict:
-    """How distinguishable the rows' directions are: the mean cosine over all pairs, the max cosine of a row to every other row for ``sample`` random rows and for
-    ``probe_ids`` (the triggers), the same after removing the unit rows' mean (what is left when the
-    direction every row shares is set aside), and the participation ratio (Σλ)²/Σλ² of the centred rows'
-    covariance: how many of the width's dimensions the table actually spreads over."""
+    """How distinguishable the rows' directions are: the mean cosine over all pairs; the max cosine
+    of a row to every other row, for ``sample`` random rows and for ``probe_ids`` (the triggers), and
+    again after removing the unit rows' mean (what is left when the direction every row shares is
+    set aside); and the participation ratio (Σλ)²/Σλ² of the centred rows' covariance: how many of
+    the width's dimensions the table actually spreads over."""
     unit = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     v = len(unit)
     rows = torch.randperm(v, generator=torch.Generator().manual_seed(seed))[:sample].tolist()
