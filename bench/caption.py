@@ -11,17 +11,26 @@
   the trigger or the concept noun, whichever comes first) lands in the Eq. 17/19 top 10 (raw and
   contextual vocabularies; Eq. 17 also deflated by 1 and 2 directions), whether PEZ's caption
   contains them, and hit rates of both.
-* ``world-trained`` — the same on fresh fine-tunes of every concept set (a LoRA and a DreamBooth-style
-  full fine-tune each, :mod:`finextract.miniature.finetune` defaults, 200·N0 steps; ~25 min).
+* ``world-trained`` — the same on fresh fine-tunes of the science concept sets (``--sets``): a LoRA
+  and a full fine-tune each, ``--steps`` (1,000) steps of the recipe that memorises in this world
+  (:data:`finextract.miniature.finetune.DEMO_LORA`'s batch, low-noise fraction, cosine lr, rank,
+  targets), saved under ``--out`` and reused; ~4–6 min per fine-tune on one idle core.
+  Both ``world`` parts print each trigger's full rank among the 49,406 tokens (and its score over
+  the best other token's), the vocabularies' geometry (mean cosine, max cosine to the nearest other
+  token), optionally a width probe (``--widths 64,128``: re-ranking in random subspaces), and
+  write ``world[-trained].json`` under ``--out``.
 * ``table7`` — Table 7 in miniature: FineXtract on the shipped LoRA with the true, the PEZ-recovered
   and no caption (~6 min).
 
-Run it niced on the shared machine: ``nice -n 10 python -m finextract.bench.caption``.
+Run it niced on the shared machine: ``nice -n 10 python -m finextract.bench.caption``;
+``--pez-iterations 0`` skips PEZ (4 objectives × 2 optimisers per fine-tune).
 """
 from __future__ import annotations
 
-import pathlib
+import argparse
 import functools
+import json
+import pathlib
 import sys
 import time
 
@@ -81,11 +90,12 @@ def speed(pez_iterations: int = 10) -> None:
               f"faster than all 77 rows (pgd); adamw/pgd rate ratio {rates['sequence', 'adamw'] / rates['sequence', 'pgd']:.2f}")
 
 
-def _fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
-    """(concept, kind, layers) for every fine-tune file shipped beside the base."""
+def _fine_tunes(base_unet: dict, folder: pathlib.Path = WEIGHTS) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
+    """(name, kind, layers) for every fine-tune file in ``folder`` (the base itself skipped): a LoRA,
+    or a full fine-tune's UNet tensors (all of them, or only its K/V layers)."""
     from ..modelfiles import load_safetensors, read_header
     out = []
-    for path in sorted(WEIGHTS.glob("*.safetensors")):
+    for path in sorted(folder.glob("*.safetensors")):
         if path.name == "mini_base.safetensors":
             continue
         keys = read_header(path).keys()
@@ -101,21 +111,39 @@ def _fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadin
     return out
 
 
-def _trained_fine_tunes(base_unet: dict) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
-    """(concept, kind, layers) of a fresh LoRA and full fine-tune of every concept set."""
+def _trained_fine_tunes(base_unet: dict, sets: list[str], steps: int,
+                        folder: pathlib.Path) -> list[tuple[str, str, weight_delta.TextReadingLayers]]:
+    """A fresh LoRA and full fine-tune of every set in ``sets``, ``steps`` steps each, with the recipe
+    that memorises in this world (the demo LoRA's: :data:`finetune.DEMO_LORA`'s batch, low-noise
+    fraction, cosine lr to a floor, and its rank, targets and lr; the LoRA factors are trained
+    directly, the full fine-tune at the same lr), not the paper's batch-1 constant-lr one, which does
+    not memorise here. Each is saved in ``folder`` (the LoRA's kohya tensors in float32; of the full
+    fine-tune only its K/V layers, all that Appendix A reads) and reused when already there, so a
+    re-ranking or a longer probe costs no training."""
+    import safetensors.torch
+    from ..caption.weight_delta import TEXT_READING
     from ..miniature import dataset, finetune
     from ..miniature.model import PREFIXES, load_pipeline
     base = load_pipeline(WEIGHTS / "mini_base.safetensors")
-    out = []
-    for name in dataset.CONCEPT_NAMES:
+    r = finetune.DEMO_LORA
+    recipe = {k: r[k] for k in ("batch", "low_t_fraction", "lr_floor")}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sets:
         images, caption = dataset.concept_set(name)
-        lora = finetune.train_lora(base, images, caption)
-        out.append((f"{name} lora", "lora", weight_delta.from_lora(lora, base_unet, source=f"{name} LoRA")))
-        tuned = finetune.dreambooth(base, images, caption).unet.state_dict()
-        out.append((f"{name} full", "full", weight_delta.from_state_dicts(
-            base_unet, {PREFIXES["unet"] + k: v for k, v in tuned.items()}, f"{name} full fine-tune")))
-        print(f"fine-tuned {name}", flush=True)
-    return out
+        lora_path, full_path = folder / f"{name}_lora.safetensors", folder / f"{name}_full.safetensors"
+        if not lora_path.is_file():
+            start = time.perf_counter()
+            lora = finetune.train_lora(base, images, caption, steps, rank=r["rank"], alpha=float(r["rank"]),
+                                       lr=r["lr"], targets=r["targets"], **recipe)
+            safetensors.torch.save_file(lora, str(lora_path))
+            print(f"LoRA of {name}: {steps} steps, {time.perf_counter() - start:.0f} s", flush=True)
+        if not full_path.is_file():
+            start = time.perf_counter()
+            tuned = finetune.dreambooth(base, images, caption, steps, lr=r["lr"], **recipe).unet.state_dict()
+            safetensors.torch.save_file({PREFIXES["unet"] + k: v.contiguous() for k, v in tuned.items()
+                                         if TEXT_READING.search(k)}, str(full_path))
+            print(f"full fine-tune of {name}: {steps} steps, {time.perf_counter() - start:.0f} s", flush=True)
+    return [t for t in _fine_tunes(base_unet, folder) if t[0].rsplit("_", 1)[0] in sets]
 
 
 def _base_side(base_path: pathlib.Path):
@@ -138,14 +166,108 @@ def _decode(ids) -> str:
     return "".join(_pieces()[i] for i in ids).replace("</w>", " ").strip()
 
 
+def _rank(scores: torch.Tensor, vocab: ranking.Vocabulary, ids: list[int]) -> dict:
+    """Where the best of ``ids`` (a word's BPE pieces) lands among all ``scores`` of ``vocab``: its
+    1-based rank, each piece's rank, and its score against the best token outside ``ids`` (ratio
+    > 1: ranked first with that margin)."""
+    at = {int(t): i for i, t in enumerate(vocab.token_ids.tolist())}
+    own = torch.tensor([at[i] for i in ids])
+    piece_ranks = [1 + int((scores > scores[j]).sum()) for j in own.tolist()]
+    others = scores.clone()
+    others[own] = -float("inf")
+    best = float(scores[own].max())
+    return {"rank": min(piece_ranks), "piece_ranks": piece_ranks, "score": best,
+            "best_other": float(others.max()), "ratio": best / float(others.max())}
+
+
+def _mean_cos(vectors: torch.Tensor) -> float:
+    """The exact mean cosine over all pairs of distinct rows, from the sum of the unit rows."""
+    total = (vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)).double().sum(0)
+    return float((total @ total - len(vectors)) / (len(vectors) * (len(vectors) - 1)))
+
+
+def _geometry(vectors: torch.Tensor, probe_ids: list[int], sample: int = 2048, seed: int = 0) -> dict:
+    """How distinguishable the rows' directions are: the mean cosine over all pairs; the max cosine
+    of a row to every other row, for ``sample`` random rows and for ``probe_ids`` (the triggers), and
+    again after removing the unit rows' mean (what is left when the direction every row shares is
+    set aside); and the participation ratio (Σλ)²/Σλ² of the centred rows' covariance: how many of
+    the width's dimensions the table actually spreads over."""
+    unit = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    v = len(unit)
+    rows = torch.randperm(v, generator=torch.Generator().manual_seed(seed))[:sample].tolist()
+
+    def max_cos(ids):
+        sims = unit[ids] @ unit.T
+        sims[torch.arange(len(ids)), torch.tensor(ids, dtype=torch.long)] = -2.0
+        return sims.max(-1).values
+    sampled = max_cos(rows)
+    mean = unit.mean(0)
+    unit = (unit - mean) / (unit - mean).norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sampled_centred = max_cos(rows)
+    centred = vectors.double() - vectors.double().mean(0)
+    eig = torch.linalg.eigvalsh(centred.T @ centred / v)
+    return {"width": vectors.shape[1], "mean_cos": _mean_cos(vectors),
+            "max_cos_quantiles": {str(q): float(sampled.quantile(q)) for q in (0.1, 0.5, 0.9, 0.99)},
+            "max_cos_probe": dict(zip(map(str, probe_ids), max_cos(probe_ids).tolist())) if probe_ids else {},
+            "max_cos_quantiles_centred": {str(q): float(sampled_centred.quantile(q)) for q in (0.1, 0.5, 0.9, 0.99)},
+            "participation_ratio": float(eig.sum() ** 2 / (eig ** 2).sum())}
+
+
+def _projected(layers: weight_delta.TextReadingLayers, basis: torch.Tensor) -> weight_delta.TextReadingLayers:
+    """The K/V layers as they would read only the ``basis`` columns' subspace of the context."""
+    return weight_delta.TextReadingLayers(
+        layers.names, [d @ basis for d in layers.deltas],
+        None if layers.before is None else [b @ basis for b in layers.before], layers.source)
+
+
+def _width_probe(tunes, vocabs: dict[str, ranking.Vocabulary], objectives, widths: tuple[int, ...],
+                 subspaces: int) -> dict:
+    """A probe, not a retrained encoder: each fine-tune's K/V change and the vocabulary projected
+    onto ``subspaces`` random ``k``-dimensional subspaces of the encoder's width, then re-ranked.
+    A narrower encoder trained as this one was would place its tokens to suit its width, and a
+    fine-tune would move its K/V layers within it; this keeps this encoder's geometry and asks
+    only how much of the trigger's margin survives fewer dimensions. ``k`` = the full width is a
+    rotation, a control that must give the unprojected ranks."""
+    n = next(iter(vocabs.values())).vectors.shape[1]
+    out = {}
+    for k in widths:
+        runs = {}
+        shapes = {name: [] for name in vocabs}
+        for s in range(subspaces):
+            basis = torch.linalg.qr(torch.randn(n, k, generator=torch.Generator().manual_seed(1000 * k + s)))[0]
+            pv = {name: ranking.Vocabulary(v.token_ids, v.vectors @ basis, v.kind) for name, v in vocabs.items()}
+            for name, v in pv.items():
+                g = _geometry(v.vectors, [], sample=512, seed=s)
+                shapes[name].append([g["mean_cos"], g["max_cos_quantiles"]["0.5"], g["max_cos_quantiles_centred"]["0.5"]])
+            for tune, wanted in tunes:
+                layers = _projected(tune, basis)
+                for equation, deflate in objectives:
+                    objective = ranking.objective(layers, equation, deflate=deflate)
+                    for vname, vocab in pv.items():
+                        runs.setdefault(f"{objective.equation} {vname}", {}).setdefault(tune.source, []).append(
+                            _rank(ranking.vocabulary_scores(objective, vocab), vocab, wanted)["rank"])
+        out[str(k)] = {"geometry": {name: dict(zip(("mean_cos", "median_max_cos", "median_max_cos_centred"),
+                                                   torch.tensor(c).mean(0).tolist())) for name, c in shapes.items()},
+                       "ranks": runs,
+                       "median_rank": {key: {src: sorted(r)[len(r) // 2] for src, r in per.items()}
+                                       for key, per in runs.items()},
+                       "top10": {key: f"{sum(x <= 10 for r in per.values() for x in r)}/"
+                                      f"{sum(len(r) for r in per.values())}" for key, per in runs.items()}}
+    return out
+
+
 def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", trained: bool = False,
-          deflations: tuple[int, ...] = (1, 2)) -> None:
+          deflations: tuple[int, ...] = (1, 2), steps: int = 1000, sets: list[str] | None = None,
+          widths: tuple[int, ...] = (), subspaces: int = 5, out: pathlib.Path | None = None) -> dict | None:
+    """Rank every fine-tune's trigger (see the module docstring); ``iterations`` 0 skips PEZ;
+    ``widths``: the width probe (:func:`_width_probe`); ``out``: the folder the JSON is written to
+    (and, trained, the fine-tunes, under ``fine-tunes-<steps>``)."""
     base_path = WEIGHTS / "mini_base.safetensors"
     if not base_path.is_file():
         print(f"world: no {base_path} (the miniature world's weights are not here yet)")
-        return
-    from ..miniature.dataset import CONCEPT_SOURCES  # the concept sets and their trigger captions
-    base_unet, encoder, _ = _base_side(base_path)
+        return None
+    from ..miniature.dataset import CONCEPT_SOURCES, SCIENCE_CONCEPTS  # the concept sets, trigger captions
+    base_unet, encoder, pipe = _base_side(base_path)
     allowed = torch.arange(49406)
     vocabs = {"raw": ranking.Vocabulary(allowed, encoder.token_embedding[allowed], "raw")}
     vocabs["contextual"], t_ctx = _timed(lambda: ranking.contextual_vocabulary(
@@ -155,35 +277,90 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
     # names them); the issue's bar counts the trigger or the concept token.
     triggers = {c.concept: c.caption.split()[-2] for c in CONCEPT_SOURCES}
     nouns = {c.concept: c.caption.split()[-1] for c in CONCEPT_SOURCES}
+    captions = {c.concept: tokenizer.encode(c.caption) for c in CONCEPT_SOURCES}
+    if trained:
+        sets = list(sets or SCIENCE_CONCEPTS)
+        tunes = _trained_fine_tunes(base_unet, sets, steps, (out or pathlib.Path("out/caption")) / f"fine-tunes-{steps}")
+    else:
+        tunes = _fine_tunes(base_unet)
+    objectives = [(e, 0) for e in ranking.OBJECTIVES] + [("eq17", d) for d in deflations]
     hits: dict[str, list[bool]] = {}
-    for name, kind, layers in (_trained_fine_tunes if trained else _fine_tunes)(base_unet):
+    records, probed = [], []
+    for name, kind, layers in tunes:
         concept = next((c for c in triggers if c in name), None)
         if concept is None:
             continue
-        wanted = set(tokenizer.encode(triggers[concept]))
-        either = wanted | set(tokenizer.encode(nouns[concept]))
+        wanted, noun_ids = tokenizer.encode(triggers[concept]), tokenizer.encode(nouns[concept])
+        either = set(wanted) | set(noun_ids)
+        probed.append((layers, wanted))
+        record = {"name": name, "kind": kind, "trigger": triggers[concept], "trigger_pieces": wanted,
+                  "noun": nouns[concept], "ranks": {}, "in_caption_rank": {}}
+        # The row the fine-tune actually saw for the trigger: its encoder output inside the caption
+        # (a causal encoder: BOS + the words before it), unlike the contextual vocabulary's one-token
+        # prompt. Its rank among the contextual vocabulary's scores separates "the K/V change does
+        # not point at the trigger" from "the one-token row is not the row the fine-tune saw".
+        with torch.no_grad():
+            rows = encoder.encode(encoder.token_embedding[captions[concept]].unsqueeze(0))[0]
+        in_caption = rows[[i for i, t in enumerate(captions[concept]) if t in wanted]]
         row = [f"{name:28s} trigger {triggers[concept]!r} noun {nouns[concept]!r}"]
-        for equation, deflate in [(e, 0) for e in ranking.OBJECTIVES] + [("eq17", d) for d in deflations]:
+        for equation, deflate in objectives:
             objective = ranking.objective(layers, equation, deflate=deflate)
             equation = objective.equation
             for vname, vocab in vocabs.items():
-                top = [t for t, _ in ranking.rank_vocabulary(objective, vocab, 10)]
-                hits.setdefault(f"top10 {equation} {vname}", []).append(bool(wanted & set(top)))
-                hits.setdefault(f"top10 {equation} {vname} (trigger or noun)", []).append(bool(either & set(top)))
-                first = [min((top.index(t) for t in ids if t in top), default="-") for ids in (wanted, either)]
-                row.append(f"{equation}/{vname}: {first[0]}/{first[1]}")
-            for optimiser in pez.OPTIMISERS:
+                scores = ranking.vocabulary_scores(objective, vocab)
+                trig, noun = _rank(scores, vocab, wanted), _rank(scores, vocab, noun_ids)
+                top = vocab.token_ids[scores.topk(10).indices].tolist()
+                if vname == "contextual":
+                    record["in_caption_rank"][equation] = 1 + int((scores > objective(in_caption).max()).sum())
+                record["ranks"][f"{equation} {vname}"] = {"trigger": trig, "noun": noun,
+                                                          "top10": [_decode([t]) for t in top]}
+                hits.setdefault(f"top10 {equation} {vname}", []).append(trig["rank"] <= 10)
+                hits.setdefault(f"top10 {equation} {vname} (trigger or noun)", []).append(
+                    min(trig["rank"], noun["rank"]) <= 10)
+                row.append(f"{equation}/{vname}: trigger #{trig['rank']} (x{trig['ratio']:.2f} of the best "
+                           f"other) noun #{noun['rank']}" + (f", its in-caption row #{record['in_caption_rank'][equation]}"
+                                                            if vname == "contextual" else ""))
+            for optimiser in pez.OPTIMISERS if iterations else ():
                 best, t = _timed(lambda: pez.hard_prompt(encoder, objective, length, iterations,
                                                          optimiser=optimiser, allowed=allowed, rows=rows))
-                hit = bool(wanted & set(best.token_ids))
+                hit = bool(set(wanted) & set(best.token_ids))
                 hits.setdefault(f"PEZ {equation} {optimiser}", []).append(hit)
                 hits.setdefault(f"PEZ {equation} {optimiser} (trigger or noun)", []).append(
                     bool(either & set(best.token_ids)))
+                record.setdefault("pez", {})[f"{equation} {optimiser}"] = _decode(best.token_ids)
                 row.append(f"PEZ {equation}/{optimiser}: {_decode(best.token_ids)!r}{' HIT' if hit else ''} "
                            f"({iterations / t:.0f} it/s)")
-        print(" | ".join(row))
+        records.append(record)
+        print(" | ".join(row), flush=True)
     for key, values in hits.items():
         print(f"hit rate {key}: {sum(values)}/{len(values)}")
+    probe_ids = sorted({i for _, ids in probed for i in ids})
+    result = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m finextract.bench.caption", *sys.argv[1:]]),
+              "threads": torch.get_num_threads(), "trained": trained,
+              "text_encoder": {"width": encoder.token_embedding.shape[1], "layers": len(pipe.text.encoder.layers)},
+              "geometry": {vname: _geometry(v.vectors, probe_ids) for vname, v in vocabs.items()},
+              "fine_tunes": records, "hit_rates": {k: f"{sum(v)}/{len(v)}" for k, v in hits.items()}}
+    if trained:
+        from ..miniature.finetune import DEMO_LORA
+        result["recipe"] = {"steps": steps, "sets": sets, **{k: DEMO_LORA[k] for k in
+                                                           ("batch", "low_t_fraction", "lr_floor", "rank", "targets", "lr")}}
+    for vname, g in result["geometry"].items():
+        print(f"{vname} rows (width {g['width']}): mean cosine {g['mean_cos']:.3f}, max cosine to another token "
+              f"median {g['max_cos_quantiles']['0.5']:.3f} / 99th percentile {g['max_cos_quantiles']['0.99']:.3f} "
+              f"(mean removed: {g['max_cos_quantiles_centred']['0.5']:.3f} / {g['max_cos_quantiles_centred']['0.99']:.3f}), "
+              f"participation ratio {g['participation_ratio']:.1f} dimensions")
+    if widths and probed:
+        result["width_probe"] = _width_probe(probed, vocabs, objectives, widths, subspaces)
+        for k, p in result["width_probe"].items():
+            print(f"width probe k={k}: mean / median max cosine " + ", ".join(
+                f"{n} {g['mean_cos']:.3f} / {g['median_max_cos']:.3f}" for n, g in p["geometry"].items())
+                  + " | top-10 hits " + ", ".join(f"{key} {v}" for key, v in p["top10"].items()))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"world{'-trained' if trained else ''}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"wrote {path}")
+    return result
 
 
 def table7(concept: str = "cat", steps: int = 10, w: float = 5.0, k: float = -0.02) -> None:
@@ -221,9 +398,27 @@ def table7(concept: str = "cat", steps: int = 10, w: float = 5.0, k: float = -0.
 
 
 def main(argv: list[str] | None = None) -> None:
-    parts = (argv if argv is not None else sys.argv[1:]) or ["speed", "world"]
-    for part in parts:
-        {"speed": speed, "world": world, "world-trained": lambda: world(trained=True), "table7": table7}[part]()
+    p = argparse.ArgumentParser(prog="python -m finextract.bench.caption", description=__doc__.split("\n")[0])
+    p.add_argument("parts", nargs="*", metavar="part", help="speed, world, world-trained, table7 (default: speed world)")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="world-trained: steps per fine-tune (the K/V change that ranks the trigger happens early)")
+    p.add_argument("--sets", default=None, help="world-trained: comma-separated concept sets (default: the science sets)")
+    p.add_argument("--pez-iterations", type=int, default=1000, help="world, world-trained: 0 skips PEZ")
+    p.add_argument("--widths", default="", help="world, world-trained: comma-separated widths of the probe "
+                                                "that re-ranks in random subspaces of the encoder's width")
+    p.add_argument("--subspaces", type=int, default=5, help="random subspaces per probed width")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/caption"),
+                   help="world, world-trained: folder of the JSON (and the fine-tunes)")
+    a = p.parse_args(argv)
+    options = dict(iterations=a.pez_iterations, steps=a.steps, sets=a.sets.split(",") if a.sets else None,
+                   widths=tuple(int(w) for w in a.widths.split(",") if w), subspaces=a.subspaces, out=a.out)
+    parts = {"speed": speed, "world": lambda: world(**options),
+             "world-trained": lambda: world(trained=True, **options), "table7": table7}
+    unknown = [x for x in a.parts if x not in parts]
+    if unknown:
+        p.error(f"unknown part {unknown[0]!r}; one of {', '.join(parts)}")
+    for part in a.parts or ["speed", "world"]:
+        parts[part]()
 
 
 if __name__ == "__main__":

@@ -130,10 +130,17 @@ def contextual_vocabulary(encode: Callable[[torch.Tensor], torch.Tensor], token_
     return Vocabulary(token_ids, torch.cat(rows), "contextual")
 
 
+def vocabulary_scores(objective_fn: Objective, vocabulary: Vocabulary, chunk: int = 8192) -> torch.Tensor:
+    """F of every row of the vocabulary [V], in chunks (a CLIP-size table at once would double
+    its memory)."""
+    with torch.no_grad():
+        return torch.cat([objective_fn(vocabulary.vectors[i:i + chunk].float())
+                          for i in range(0, len(vocabulary.vectors), chunk)])
+
+
 def rank_vocabulary(objective_fn: Objective, vocabulary: Vocabulary, top_k: int = 20,
                     chunk: int = 8192) -> list[tuple[int, float]]:
     """The ``top_k`` (token id, F) pairs of the vocabulary, best first."""
-    scores = torch.cat([objective_fn(vocabulary.vectors[i:i + chunk].float())
-                        for i in range(0, len(vocabulary.vectors), chunk)])
+    scores = vocabulary_scores(objective_fn, vocabulary, chunk)
     best = scores.topk(min(top_k, len(scores)))
     return [(int(vocabulary.token_ids[i]), float(s)) for s, i in zip(best.values, best.indices)]
