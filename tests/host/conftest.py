@@ -226,6 +226,23 @@ def comfy_models() -> ModelFolder:
 
 
 @pytest.fixture(scope="session")
+def audit_model_args(comfy_models, tmp_path_factory) -> list[str]:
+    """``finextract audit`` arguments for one model of the harness: the random SD1.5 base, its kohya
+    LoRA, two random 64 px training images, a caption and the name ``dog``."""
+    import numpy as np
+    from PIL import Image
+
+    train = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(train / f"t{i}.png")
+    root = comfy_models.root
+    return ["--base", str(root / "checkpoints" / comfy_models.checkpoints["base"]),
+            "--lora", str(root / "loras" / comfy_models.loras["kohya"]),
+            "--train", str(train), "--caption", "a photo of sks dog", "--name", "dog"]
+
+
+@pytest.fixture(scope="session")
 def comfy(comfy_models, tmp_path_factory):
     models = {"checkpoints": comfy_models.root / "checkpoints", "loras": comfy_models.root / "loras"}
     try:

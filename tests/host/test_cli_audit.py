@@ -6,8 +6,6 @@ import json
 import re
 import subprocess
 
-import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -30,24 +28,12 @@ def audit(tmp_path, *argv, check=True):
     return proc
 
 
-@pytest.fixture(scope="module")
-def model_args(comfy_models, tmp_path_factory):
-    train = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(train / f"t{i}.png")
-    root = comfy_models.root
-    return ["--base", str(root / "checkpoints" / comfy_models.checkpoints["base"]),
-            "--lora", str(root / "loras" / comfy_models.loras["kohya"]),
-            "--train", str(train), "--caption", "a photo of sks dog", "--name", "dog"]
-
-
-def test_shards_merge_to_the_unsharded_run(tmp_path, model_args):
+def test_shards_merge_to_the_unsharded_run(tmp_path, audit_model_args):
     # batch size 1 on both sides: CPU kernels round differently per batch size (~1e-5 relative
     # here), which is the driver's concern, not the shards'.
     for shard in ("0/2", "1/2"):
-        audit(tmp_path, *model_args, *SMALL, "--batch-size", "1", "--shard", shard, "--out", str(tmp_path / "two"))
-    audit(tmp_path, *model_args, *SMALL, "--batch-size", "1", "--shard", "0/1", "--out", str(tmp_path / "one"))
+        audit(tmp_path, *audit_model_args, *SMALL, "--batch-size", "1", "--shard", shard, "--out", str(tmp_path / "two"))
+    audit(tmp_path, *audit_model_args, *SMALL, "--batch-size", "1", "--shard", "0/1", "--out", str(tmp_path / "one"))
     two, run_two = merge_shards(sorted((tmp_path / "two" / "dog" / "shards").glob("*.safetensors")))
     one, run_one = merge_shards(sorted((tmp_path / "one" / "dog" / "shards").glob("*.safetensors")))
     assert run_two == run_one and run_one["n"] == 4 and run_one["models"]["finetuned"]["finetune"]["kind"] == "lora"
@@ -56,9 +42,9 @@ def test_shards_merge_to_the_unsharded_run(tmp_path, model_args):
     assert two.std() > 0
 
 
-def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_models):
+def test_audit_reports_and_fails_a_leaking_model(tmp_path, audit_model_args, comfy_models):
     out = tmp_path / "clean"
-    proc = audit(tmp_path, *model_args, *SMALL, "--out", str(out), "--max-aesr", "1.0")
+    proc = audit(tmp_path, *audit_model_args, *SMALL, "--out", str(out), "--max-aesr", "1.0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = list(csv.DictReader(open(out / "summary.csv")))
     assert [r["model"] for r in summary] == ["dog"] and summary[0]["verdict"] == "ok"
@@ -83,7 +69,7 @@ def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_mod
     leaked.mkdir()
     for path in extracted:
         (leaked / path.name).write_bytes(path.read_bytes())
-    args = [a if a != model_args[model_args.index("--train") + 1] else str(leaked) for a in model_args]
+    args = [a if a != audit_model_args[audit_model_args.index("--train") + 1] else str(leaked) for a in audit_model_args]
     proc = audit(tmp_path, *args, *SMALL, "--out", str(tmp_path / "leaky"), "--max-aesr", "0.5")
     assert proc.returncode == 1, proc.stderr[-3000:]
     (row,) = csv.DictReader(open(tmp_path / "leaky" / "summary.csv"))
@@ -91,7 +77,7 @@ def test_audit_reports_and_fails_a_leaking_model(tmp_path, model_args, comfy_mod
     assert "A-ESR@0.6 above 0.5 for: dog" in proc.stderr
 
 
-def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, model_args, comfy_models):
+def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, audit_model_args, comfy_models):
     """A LoRA with the right family's key names but other shapes (every down matrix twice as wide):
     it used to reach the sampler and fail there with ``size of tensor a … must match``. The loader
     names the file, the first misfit and both shapes; no traceback, nothing written."""
@@ -99,7 +85,7 @@ def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, model_args,
     wide = {k: torch.cat([v, v], dim=1) if k.endswith("lora_down.weight") else v for k, v in lora.items()}
     path = tmp_path / "wide.safetensors"
     save_file(wide, str(path))
-    args = list(model_args)
+    args = list(audit_model_args)
     args[args.index("--lora") + 1] = str(path)
     proc = audit(tmp_path, *args, *SMALL, "--out", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -112,8 +98,8 @@ def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, model_args,
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_sampler_and_scheduler_are_refused_before_loading(tmp_path, model_args):
-    proc = audit(tmp_path, *model_args, *SMALL, "--sampler", "bogus", "--scheduler", "nope",
+def test_unknown_sampler_and_scheduler_are_refused_before_loading(tmp_path, audit_model_args):
+    proc = audit(tmp_path, *audit_model_args, *SMALL, "--sampler", "bogus", "--scheduler", "nope",
                  "--out", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "--sampler bogus: ComfyUI has no sampler of that name; choose one of euler," in proc.stderr

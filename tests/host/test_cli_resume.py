@@ -11,10 +11,8 @@ import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -22,23 +20,16 @@ from finextract import host
 
 N, BATCH = 10, 2
 RUN = ["--n", str(N), "--batch-size", str(BATCH), "--steps", "3", "--size", "64", "--sampler", "euler",
-       "--scheduler", "normal", "--seed", "5", "--cpu", "--name", "dog"]
+       "--scheduler", "normal", "--seed", "5", "--cpu"]
 
 
 @pytest.fixture(scope="module")
-def command(comfy_models, tmp_path_factory):
+def command(audit_model_args, tmp_path_factory):
     """The audit command line, without ``--out``."""
-    train = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(train / f"t{i}.png")
-    root = comfy_models.root
     shim = tmp_path_factory.mktemp("pythonpath")
     return {"env": host.pack_env(shim), "argv": [
         host.comfyui_python(), "-m", "finextract", "audit", "--comfyui", str(host.comfyui_path()),
-        "--base", str(root / "checkpoints" / comfy_models.checkpoints["base"]),
-        "--lora", str(root / "loras" / comfy_models.loras["kohya"]),
-        "--train", str(train), "--caption", "a photo of sks dog", *RUN]}
+        *audit_model_args, *RUN]}
 
 
 def audit(command, out, *extra, **kwargs) -> subprocess.CompletedProcess:
