@@ -45,8 +45,12 @@ def stop_after(command, out, chunk_count: int, sig: int) -> subprocess.Completed
     """Start the audit, send ``sig`` as soon as ``chunk_count`` chunk files exist, wait for it."""
     log = out.parent / f"{out.name}-{sig}.log"
     with open(log, "w") as stderr:
+        # SIGINT at its default in the child: a runner that starts the suite in the background
+        # (`cmd &` without job control) hands its children SIGINT ignored, and Python then never
+        # raises KeyboardInterrupt — the audit would run to the end and this test could not stop it.
         proc = subprocess.Popen([*command["argv"], "--out", str(out)], stdout=subprocess.DEVNULL,
-                                stderr=stderr, text=True, env=command["env"])
+                                stderr=stderr, text=True, env=command["env"],
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while len(chunks(out)) < chunk_count and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
