@@ -51,14 +51,21 @@ def score_samples(pipe: MiniPipeline, caption: str, train_desc: torch.Tensor, de
 
 def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n: int, ddim_steps: int,
           lr: float, rank: int, targets: str, descriptor, seed: int = 0, save: pathlib.Path | None = None,
-          **recipe) -> list[dict]:
+          state: pathlib.Path | None = None, resume: bool = False, **recipe) -> list[dict]:
     """The memorisation curve of one fine-tune kind (``full`` or ``lora``) on ``concept``; with
     ``save``, the LoRA at the curve's end is written there in kohya format (how the shipped demo
-    LoRA is made: its own curve is printed on the way)."""
+    LoRA is made: its own curve is printed on the way). ``state``: the fine-tune and the rows so
+    far are saved there every ~10 minutes; ``resume`` continues a run from it (a curve of hours
+    survives interruption and ends as an uninterrupted one)."""
     images, caption = dataset.concept_set(concept)
     train_desc = descriptor.embed(images)
     rows, start = [], time.monotonic()
     wanted = set(checkpoints)
+    if state is not None:
+        identity = {"concept": concept, "kind": kind, "steps": max(checkpoints), "lr": lr, "seed": seed,
+                    **({"rank": rank, "targets": targets} if kind == "lora" else {}), **recipe}
+        recipe["checkpoint"] = finetune.TrainingCheckpoint(state, identity, resume=resume, extra=lambda: {"rows": rows})
+        rows += recipe["checkpoint"].saved["rows"] if recipe["checkpoint"].saved else []
 
     def on_step(step: int, unet) -> None:
         if step not in wanted:
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save-lora", type=pathlib.Path, default=None, help="write the LoRA at the curve's end here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/calibration"))
+    p.add_argument("--resume", action="store_true",
+                   help="curve: continue the runs saved under --out (state_<concept>_<kind>.pt, every ~10 min)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 lr = a.lr_full if kind == "full" else a.lr_lora
                 part = curve(base, concept, kind, checkpoints, n, a.ddim_steps, lr, a.rank, a.targets, descriptor,
                              save=a.save_lora if kind == "lora" else None,
+                             state=a.out / f"state_{concept}_{kind}.pt", resume=a.resume,
                              batch=a.batch, low_t_fraction=a.low_t_fraction, lr_floor=a.lr_floor)
                 _sheet(part, a.out / f"curve_{concept}_{kind}.png", dataset.concept_set(concept)[0])
                 rows += part

@@ -113,21 +113,75 @@ OnStep = Callable[[int, nn.Module], None]
 """``on_step(steps done, unet being trained)``: called after every step (calibration curves)."""
 
 
+class TrainingCheckpoint:
+    """A fine-tune's whole state (trained tensors, optimiser, generator, step, losses, and whatever
+    ``extra()`` returns — e.g. a calibration curve's rows so far) saved atomically to ``path`` every
+    ``minutes``, so a run of hours survives interruption: the same run started again with
+    ``resume=True`` continues at the saved step and ends bit for bit where an uninterrupted run does
+    (one generator draws everything, and its state is saved with the step).
+
+    ``identity`` names the run (recipe, steps, concept …); a saved state of another run is refused,
+    naming what differs, instead of silently continuing the wrong training."""
+
+    def __init__(self, path: pathlib.Path, identity: dict, minutes: float = 10.0, resume: bool = False,
+                 extra: Callable[[], dict] | None = None):
+        self.path, self.identity, self.minutes = pathlib.Path(path), identity, minutes
+        self.extra = extra or dict
+        self.saved: dict | None = None
+        if resume and self.path.is_file():
+            saved = torch.load(self.path, weights_only=False)
+            differs = {k: (saved["identity"].get(k), v) for k, v in identity.items() if saved["identity"].get(k) != v}
+            if differs:
+                raise ValueError(f"{self.path} holds another run ({', '.join(f'{k} {a!r} saved, {b!r} now' for k, (a, b) in differs.items())}); "
+                                 "drop --resume to start afresh")
+            self.saved = saved
+        self._last = time.monotonic()
+
+    @property
+    def step(self) -> int:
+        return self.saved["step"] if self.saved else 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.minutes * 60
+
+    def save(self, step: int, params: list[torch.Tensor], opt: torch.optim.Optimizer, gen: torch.Generator,
+             losses: list[float]) -> None:
+        state = {"identity": self.identity, "step": step, "params": [p.detach().clone() for p in params],
+                 "opt": opt.state_dict(), "gen": gen.get_state(), "losses": list(losses), **self.extra()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+        self._last = time.monotonic()
+        print(f"[{time.strftime('%H:%M:%S')}] saved the fine-tune at step {step} to {self.path}", flush=True)
+
+
 def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, context_fn,
                      params, steps: int, lr: float, seed: int, augment: Augment | None,
                      log_every: int = 0, on_step: OnStep | None = None, batch: int = 1,
-                     low_t_fraction: float = 0.0, lr_floor: float | None = None) -> list[float]:
+                     low_t_fraction: float = 0.0, lr_floor: float | None = None,
+                     checkpoint: TrainingCheckpoint | None = None) -> list[float]:
     """``steps`` steps of the family's v loss on ``batch`` random images of the set (batch 1 and a
     constant ``lr``: the paper's App. D), optimising ``params``; ``context_fn()`` gives the
     caption's context (recomputed when it is trained). ``low_t_fraction`` of the timesteps are drawn
     below 300 (as the base's pretraining does); ``lr_floor`` set: cosine decay of ``lr`` to
-    ``lr_floor``·``lr``. Returns the per-step losses."""
+    ``lr_floor``·``lr``; ``checkpoint``: saved every few minutes and at the end, and continued from
+    when it holds a saved state. Returns the per-step losses."""
+    params = list(params)
     gen = torch.Generator().manual_seed(seed)
     x = _images(images)  # pixel space: the images are the latents
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     a = pipe.alphas_cumprod
     losses = []
-    for step in range(steps):
+    if checkpoint is not None and checkpoint.saved is not None:
+        with torch.no_grad():
+            for p, saved in zip(params, checkpoint.saved["params"], strict=True):
+                p.copy_(saved)
+        opt.load_state_dict(checkpoint.saved["opt"])
+        gen.set_state(checkpoint.saved["gen"])
+        losses = list(checkpoint.saved["losses"])
+        print(f"[{time.strftime('%H:%M:%S')}] resumed the fine-tune at step {checkpoint.step}", flush=True)
+    for step in range(checkpoint.step if checkpoint is not None else 0, steps):
         if lr_floor is not None:
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(step, steps, 0, lr_floor)
@@ -145,6 +199,8 @@ def _denoising_steps(pipe: MiniPipeline, unet: nn.Module, images: np.ndarray, co
         losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, unet)
+        if checkpoint is not None and (checkpoint.due() or step + 1 == steps):
+            checkpoint.save(step + 1, params, opt, gen, losses)
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"[{time.strftime('%H:%M:%S')}] step {step}/{steps} "
                   f"loss {np.mean(losses[-log_every:]):.4f}", flush=True)

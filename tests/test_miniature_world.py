@@ -153,6 +153,35 @@ def test_lora_round_trips_through_safetensors_in_kohya_format(base, tmp_path):
         finetune.merge_lora(base.unet, {"lora_unet_nowhere.lora_down.weight": torch.zeros(1, 1)})
 
 
+def test_an_interrupted_fine_tune_resumes_to_the_uninterrupted_result(base, tmp_path):
+    """A long fine-tune saved every step (minutes=0) and killed after step 3 continues from its
+    file and ends bit for bit at the uninterrupted run's LoRA; a file of another run is refused."""
+    images, caption = dataset.concept_set("room")
+    recipe = dict(steps=6, rank=4, alpha=4.0, lr=1e-3, targets="attention", batch=2, low_t_fraction=0.5,
+                  lr_floor=0.05)
+    whole = finetune.train_lora(base, images, caption, **recipe)
+    identity = {"concept": "room", **recipe}
+    state = tmp_path / "state.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_3(step, _unet):
+        if step == 3:
+            raise Killed
+    with pytest.raises(Killed):
+        finetune.train_lora(base, images, caption, on_step=kill_after_3,
+                            checkpoint=finetune.TrainingCheckpoint(state, identity, minutes=0.0), **recipe)
+    resumed_at = []
+    checkpoint = finetune.TrainingCheckpoint(state, identity, minutes=0.0, resume=True)
+    resumed = finetune.train_lora(base, images, caption, checkpoint=checkpoint,
+                                  on_step=lambda step, _u: resumed_at.append(step), **recipe)
+    assert resumed_at == [3, 4, 5, 6]  # step 3 ran but was not saved: its on_step raised first
+    assert set(resumed) == set(whole) and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    with pytest.raises(ValueError, match=r"lr 0\.001 saved, 0\.002 now"):
+        finetune.TrainingCheckpoint(state, {**identity, "lr": 2e-3}, resume=True)
+
+
 def test_two_stage_learns_only_the_trigger_embedding(base):
     images, caption = dataset.concept_set("fig")
     tuned = finetune.two_stage(base, images, caption, "pqx", inversion_steps=3, steps=2)
