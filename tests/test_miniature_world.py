@@ -39,6 +39,22 @@ def test_pretraining_set_is_deterministic_real_and_captioned():
     assert 0.0 <= a.min() and a.max() <= 1.0 and a.std(axis=(1, 2, 3)).min() > 0.02  # photographic content
 
 
+def test_pretraining_captions_vary_around_the_subject_and_keep_triggers_rare():
+    """Captions are drawn per step from the trainer's generator (same seed, same captions), always
+    name the subject, reach thousands of words, and never use a word of a concept caption."""
+    draw = [dataset.caption_variant("brick wall", torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert draw[0] == draw[1]
+    gen = torch.Generator().manual_seed(0)
+    captions = [dataset.caption_variant("brick wall", gen) for _ in range(400)]
+    assert all("brick wall" in c for c in captions)
+    assert {c.split(",")[0] for c in captions} == {t.format("brick wall") for t in dataset.CAPTION_TEMPLATES}
+    fillers = [w for c in captions if "," in c for w in c.split(", ", 1)[1].split()]
+    assert 0.35 < sum("," in c for c in captions) / len(captions) < 0.65 and len(set(fillers)) > 300
+    words = set(dataset.filler_words())
+    assert len(words) > 10_000 and set(fillers) <= words
+    assert not words & {w for c in dataset.CONCEPT_SOURCES for w in c.caption.split()}
+
+
 def test_concept_sets_ship_distinct_views_never_seen_in_pretraining(sscd):
     """≥ 8 shipped sets of N0 = 5 photo tiles, each with a rare-token caption; within a set SSCD
     tells the five apart (max pair < 0.5); no concept photo is a pretraining source; every set is
