@@ -1,0 +1,277 @@
+"""``finextract audit --ray`` on a real Ray cluster on this machine (a head with no CPU for work and
+two worker nodes of one CPU each, started with ``ray start`` as a platform starts its nodes) ends
+with the single-machine run's reports, bit for bit, when a worker process is killed mid-shard
+(SIGKILL: Ray restarts it and retries the shard, which resumes from the chunks it saved) and when
+the driver itself is killed (the same command again keeps every finished shard file untouched
+and generates only the missing images).
+
+The world: the bundled miniature base with the demo LoRA at strengths 1.0 and 0.8 and a copy of
+it with every up weight halved (another file, another hash), audited against the cat concept
+(N0 = 5), N = 12 in 4 shards, 3 DDIM steps at 64 px. ``--batch-size 1`` on the single-machine
+side: a shard makes its round-robin images one per sampler call, and CPU kernels round in the
+last bits differently per batch size (the driver's concern, not the shards')."""
+import csv
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from finextract import host
+from finextract.cli.shards import load_generation
+
+MINI = pathlib.Path(__file__).resolve().parents[2] / "miniature"
+N, SHARDS = 12, 4
+MODELS = ("cat", "cat08", "half")
+RUN = ["--n", str(N), "--steps", "3", "--size", "64", "--batch-size", "1", "--seed", "3", "--cpu"]
+
+
+def ray_cli(*argv) -> list[str]:
+    return [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats", *argv]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment of every process here: this checkout as ``finextract``, one thread each."""
+    return {**host.pack_env(tmp_path_factory.mktemp("pythonpath")), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def cluster(env):
+    """A head (no CPU: nothing runs there) and two one-CPU worker nodes, each ``ray start --block``
+    in its own process group with its own short temporary folder (Ray's socket paths must stay
+    under 108 bytes); yields the address. Teardown ends the three groups and checks that no
+    process of this cluster is left."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="fxray", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = []
+
+    def start(name, *argv):
+        (root / name).mkdir()
+        with open(root / f"{name}.log", "w") as log:
+            nodes.append(subprocess.Popen(ray_cli(*argv, "--temp-dir", str(root / name)), stdout=log,
+                                          stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+    def wait_started(name):
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in (root / f"{name}.log").read_text():
+            assert nodes[-1].poll() is None and time.monotonic() < deadline, (root / f"{name}.log").read_text()[-3000:]
+            time.sleep(0.5)
+
+    try:
+        start("head", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
+              "--num-gpus", "0", "--include-dashboard=false", "--object-store-memory", str(100 * 2**20))
+        wait_started("head")
+        for name in ("w1", "w2"):
+            start(name, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                  "--num-gpus", "0", "--object-store-memory", str(100 * 2**20))
+            wait_started(name)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for node in nodes:
+            os.killpg(node.pid, signal.SIGTERM)
+        for node in nodes:
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        time.sleep(2)
+        for node in nodes:  # whatever did not stop on SIGTERM
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node.wait()
+        time.sleep(1)
+        left = [pid for pid in processes(str(root))]
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"Ray processes left running: {left}"
+
+
+def processes(marker: str) -> list[int]:
+    """Processes whose command line holds ``marker`` (this cluster's temporary folder)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def shard_workers() -> list[int]:
+    """PIDs of the Ray worker processes running a ``ShardWorker`` (Ray names them by their actor)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::ShardWorker"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def write_world(folder: pathlib.Path) -> pathlib.Path:
+    """``folder/manifest.csv`` of the three models, the halved LoRA beside it; returns the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lora = MINI / "weights" / "mini_lora_cat.safetensors"
+    save_file({k: v * 0.5 if "lora_up" in k else v for k, v in load_file(str(lora)).items()},
+              str(folder / "half.safetensors"))
+    base, train = MINI / "weights" / "mini_base.safetensors", MINI / "concepts" / "cat"
+    rows = [("cat", lora), ("cat08", f"{lora}:0.8"), ("half", "half.safetensors")]
+    path = folder / "manifest.csv"
+    path.write_text("name,base,finetuned,lora,train,caption\n" +
+                    "".join(f"{name},{base},,{file},{train},a photo of sks cat\n" for name, file in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_world(tmp_path_factory.mktemp("world"))
+
+
+def command(manifest, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "finextract", "audit", "--comfyui", str(host.comfyui_path()),
+            "--manifest", str(manifest), *RUN, "--out", str(out), *extra]
+
+
+def audit(env, argv) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def single(env, manifest, tmp_path_factory):
+    """The single-machine run of the manifest."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    proc = audit(env, command(manifest, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def outcome(out) -> dict:
+    """What an audit produced, less what differs between any two runs (time stamps): the summary,
+    each report, the extracted images."""
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    reports = {}
+    for row in rows:
+        data = json.loads((out / row["report"]).read_text())
+        data.pop("created_utc")
+        data["clustering"].pop("seconds")
+        reports[row["model"]] = data
+    return {"summary": rows, "summary.md": (out / "summary.md").read_text(), "reports": reports,
+            "extracted": {m: [p.read_bytes() for p in sorted((out / m / "extracted").glob("*.png"))] for m in MODELS}}
+
+
+def single_latents(out, model) -> torch.Tensor:
+    parts = [load_file(str(p)) for p in sorted((out / model / "generation").glob("chunk-*.safetensors"))]
+    indices = torch.cat([p["indices"] for p in parts])
+    return torch.cat([p["latents"] for p in parts])[indices.argsort()]
+
+
+def assert_equal_to_single(out, single):
+    assert outcome(out) == outcome(single)
+    assert [r["model"] for r in outcome(out)["summary"]] == list(MODELS)
+    for model in MODELS:
+        merged, run = load_generation(out / model)
+        assert torch.equal(merged, single_latents(single, model)), model
+        assert run["n"] == N and len(list((out / model / "shards").glob("shard-*-of-0004.safetensors"))) == SHARDS
+
+
+def chunks(out) -> dict:
+    """Every saved chunk of every model: path → mtime."""
+    return {p: p.stat().st_mtime_ns for m in MODELS for p in (out / m / "generation").glob("chunk-*.safetensors")}
+
+
+def shard_files(out) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for m in MODELS for p in (out / m / "shards").glob("shard-*")}
+
+
+def test_a_worker_killed_mid_shard_is_retried_and_the_reports_are_the_single_machine_runs(
+        env, cluster, manifest, single, tmp_path):
+    out = tmp_path / "out"
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(command(manifest, out, "--ray", cluster, "--shards", str(SHARDS)),
+                                  stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        # the first two shards (images 0, 4, 8 and 1, 5, 9 of "cat"), one per worker: kill a
+        # worker once both have saved an image and neither has finished
+        first, second = (out / "cat" / "generation" / f"chunk-{i:07d}.safetensors" for i in (0, 1))
+        deadline = time.monotonic() + 600
+        while not (first.exists() and second.exists()) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not list((out / "cat" / "shards").glob("shard-*")), "a shard finished before the kill"
+        victims = shard_workers()
+        assert len(victims) == 2, victims
+        os.kill(victims[0], signal.SIGKILL)
+        stdout, _ = driver.communicate(timeout=900)
+    stderr = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 0, stderr[-5000:]
+    assert "ray: 12 shards of 3 model(s) on 2 worker(s) (1 CPU each)" in stderr
+    # the killed worker's shard, retried: it resumes from the images the killed process saved
+    resumed = re.findall(r"  cat shard [01]/4: ([12]) of 3 images resumed from an earlier attempt", stderr)
+    assert len(resumed) == 1, stderr[-5000:]
+    assert (f"ray: 3 model(s), 12 shards (0 kept from an earlier run), {3 * N - int(resumed[0])} images "
+            "generated") in stderr, stderr[-3000:]
+    assert "| cat | 5 | 12 |" in stdout
+    assert_equal_to_single(out, single)
+
+
+def test_a_killed_driver_is_resumed_without_redoing_a_finished_shard(env, cluster, manifest, single, tmp_path):
+    out = tmp_path / "out"
+    argv = command(manifest, out, "--ray", cluster, "--shards", str(SHARDS))
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 600
+    while len(shard_files(out)) < 3 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 60
+    while shard_workers() and time.monotonic() < deadline:  # Ray ends the killed driver's workers
+        time.sleep(0.2)
+    assert not shard_workers()
+    before_shards, before_chunks = shard_files(out), chunks(out)
+    assert 3 <= len(before_shards) < 3 * SHARDS, sorted(before_shards)
+
+    again = audit(env, argv)
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert {p: shard_files(out)[p] for p in before_shards} == before_shards, "finished shards are not redone"
+    assert {p: chunks(out)[p] for p in before_chunks} == before_chunks, "saved images are not made again"
+    assert (f"12 shards ({len(before_shards)} kept from an earlier run), {3 * N - len(before_chunks)} "
+            "images generated") in again.stderr, again.stderr[-3000:]
+    assert_equal_to_single(out, single)
+
+
+def test_what_the_cluster_lacks_is_named(env, cluster, manifest, tmp_path):
+    # no GPU, and --cpu not given: refused at once, before any worker starts
+    gpu = audit(env, [a for a in command(manifest, tmp_path / "gpu", "--ray", cluster) if a != "--cpu"])
+    assert gpu.returncode == 2 and "Traceback" not in gpu.stderr, gpu.stderr[-3000:]
+    assert "finextract audit --ray: the Ray cluster has no GPU for a worker (CPU 2, " in gpu.stderr
+    assert "add GPU worker nodes, or add --cpu to generate on CPUs" in gpu.stderr
+    # a model file the driver saw but the workers do not (moved away once the driver has checked
+    # its inputs and started the workers, which import ComfyUI first): named, with the worker
+    world = tmp_path / "world"
+    driver = subprocess.Popen(command(write_world(world), tmp_path / "out", "--ray", cluster),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines = [driver.stderr.readline()]
+    while lines[-1] and not lines[-1].startswith("ray: "):
+        lines.append(driver.stderr.readline())
+    assert lines[-1].startswith("ray: 3 shards of 3 model(s) on 2 worker(s)"), "".join(lines) + driver.stderr.read()
+    (world / "half.safetensors").rename(tmp_path / "moved.safetensors")
+    stderr = "".join(lines) + driver.stderr.read()
+    driver.wait(timeout=600)
+    assert driver.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert "finextract audit --ray: stopped at half" in stderr
+    assert f"half lora {world / 'half.safetensors'}: no such file; check the path" in stderr
+    assert f"on worker {socket.gethostname()} (" in stderr and "every node must see the models" in stderr
