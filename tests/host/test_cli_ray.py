@@ -13,31 +13,22 @@ last bits differently per batch size (the driver's concern, not the shards')."""
 import csv
 import json
 import os
-import pathlib
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from finextract import host
 from finextract.cli.shards import load_generation
 
-MINI = pathlib.Path(__file__).resolve().parents[2] / "miniature"
 N, SHARDS = 12, 4
-MODELS = ("cat", "cat08", "half")
 RUN = ["--n", str(N), "--steps", "3", "--size", "64", "--batch-size", "1", "--seed", "3", "--cpu"]
-
-
-def ray_cli(*argv) -> list[str]:
-    return [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats", *argv]
 
 
 @pytest.fixture(scope="module")
@@ -47,100 +38,16 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(env):
-    """A head (no CPU: nothing runs there) and two one-CPU worker nodes, each ``ray start --block``
-    in its own process group with its own short temporary folder (Ray's socket paths must stay
-    under 108 bytes); yields the address. Teardown ends the three groups and checks that no
-    process of this cluster is left."""
-    root = pathlib.Path(tempfile.mkdtemp(prefix="fxray", dir="/tmp"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    nodes = []
-
-    def start(name, *argv):
-        (root / name).mkdir()
-        with open(root / f"{name}.log", "w") as log:
-            nodes.append(subprocess.Popen(ray_cli(*argv, "--temp-dir", str(root / name)), stdout=log,
-                                          stderr=subprocess.STDOUT, env=env, start_new_session=True))
-
-    def wait_started(name):
-        deadline = time.monotonic() + 180
-        while "Ray runtime started" not in (root / f"{name}.log").read_text():
-            assert nodes[-1].poll() is None and time.monotonic() < deadline, (root / f"{name}.log").read_text()[-3000:]
-            time.sleep(0.5)
-
-    try:
-        start("head", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
-              "--num-gpus", "0", "--include-dashboard=false", "--object-store-memory", str(100 * 2**20))
-        wait_started("head")
-        for name in ("w1", "w2"):
-            start(name, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                  "--num-gpus", "0", "--object-store-memory", str(100 * 2**20))
-            wait_started(name)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for node in nodes:
-            os.killpg(node.pid, signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        time.sleep(2)
-        for node in nodes:  # whatever did not stop on SIGTERM
-            try:
-                os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            node.wait()
-        time.sleep(1)
-        left = [pid for pid in processes(str(root))]
-        shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"Ray processes left running: {left}"
-
-
-def processes(marker: str) -> list[int]:
-    """Processes whose command line holds ``marker`` (this cluster's temporary folder)."""
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def shard_workers() -> list[int]:
-    """PIDs of the Ray worker processes running a ``ShardWorker`` (Ray names them by their actor)."""
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::ShardWorker"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def write_world(folder: pathlib.Path) -> pathlib.Path:
-    """``folder/manifest.csv`` of the three models, the halved LoRA beside it; returns the manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lora = MINI / "weights" / "mini_lora_cat.safetensors"
-    save_file({k: v * 0.5 if "lora_up" in k else v for k, v in load_file(str(lora)).items()},
-              str(folder / "half.safetensors"))
-    base, train = MINI / "weights" / "mini_base.safetensors", MINI / "concepts" / "cat"
-    rows = [("cat", lora), ("cat08", f"{lora}:0.8"), ("half", "half.safetensors")]
-    path = folder / "manifest.csv"
-    path.write_text("name,base,finetuned,lora,train,caption\n" +
-                    "".join(f"{name},{base},,{file},{train},a photo of sks cat\n" for name, file in rows))
-    return path
+def cluster(env, ray_cluster):
+    """Head + two one-CPU worker nodes (``ray_cluster.local_cluster``); its exit checks that no
+    process of the cluster is left."""
+    with ray_cluster.local_cluster(env, workers=2) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_world(tmp_path_factory.mktemp("world"))
+def manifest(ray_cluster, tmp_path_factory):
+    return ray_cluster.write_world(tmp_path_factory.mktemp("world"))
 
 
 def command(manifest, out, *extra) -> list[str]:
@@ -161,7 +68,7 @@ def single(env, manifest, tmp_path_factory):
     return out
 
 
-def outcome(out) -> dict:
+def outcome(out, models) -> dict:
     """What an audit produced, less what differs between any two runs (time stamps): the summary,
     each report, the extracted images."""
     rows = list(csv.DictReader(open(out / "summary.csv")))
@@ -172,7 +79,7 @@ def outcome(out) -> dict:
         data["clustering"].pop("seconds")
         reports[row["model"]] = data
     return {"summary": rows, "summary.md": (out / "summary.md").read_text(), "reports": reports,
-            "extracted": {m: [p.read_bytes() for p in sorted((out / m / "extracted").glob("*.png"))] for m in MODELS}}
+            "extracted": {m: [p.read_bytes() for p in sorted((out / m / "extracted").glob("*.png"))] for m in models}}
 
 
 def single_latents(out, model) -> torch.Tensor:
@@ -181,10 +88,10 @@ def single_latents(out, model) -> torch.Tensor:
     return torch.cat([p["latents"] for p in parts])[indices.argsort()]
 
 
-def assert_equal_to_single(out, single):
-    assert outcome(out) == outcome(single)
-    assert [r["model"] for r in outcome(out)["summary"]] == list(MODELS)
-    for model in MODELS:
+def assert_equal_to_single(out, single, models):
+    assert outcome(out, models) == outcome(single, models)
+    assert [r["model"] for r in outcome(out, models)["summary"]] == list(models)
+    for model in models:
         merged, run = load_generation(out / model)
         assert torch.equal(merged, single_latents(single, model)), model
         assert run["n"] == N and len(list((out / model / "shards").glob("shard-*-of-0004.safetensors"))) == SHARDS
@@ -192,15 +99,16 @@ def assert_equal_to_single(out, single):
 
 def chunks(out) -> dict:
     """Every saved chunk of every model: path → mtime."""
-    return {p: p.stat().st_mtime_ns for m in MODELS for p in (out / m / "generation").glob("chunk-*.safetensors")}
+    return {p: p.stat().st_mtime_ns for p in out.glob("*/generation/chunk-*.safetensors")}
 
 
 def shard_files(out) -> dict:
-    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for m in MODELS for p in (out / m / "shards").glob("shard-*")}
+    """Every shard file of every model: path → (mtime, bytes)."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("*/shards/shard-*")}
 
 
 def test_a_worker_killed_mid_shard_is_retried_and_the_reports_are_the_single_machine_runs(
-        env, cluster, manifest, single, tmp_path):
+        env, cluster, manifest, single, ray_cluster, tmp_path):
     out = tmp_path / "out"
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen(command(manifest, out, "--ray", cluster, "--shards", str(SHARDS)),
@@ -212,7 +120,7 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_reports_are_the_single_mac
         while not (first.exists() and second.exists()) and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not list((out / "cat" / "shards").glob("shard-*")), "a shard finished before the kill"
-        victims = shard_workers()
+        victims = ray_cluster.shard_workers()
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
         stdout, _ = driver.communicate(timeout=900)
@@ -225,10 +133,11 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_reports_are_the_single_mac
     assert (f"ray: 3 model(s), 12 shards (0 kept from an earlier run), {3 * N - int(resumed[0])} images "
             "generated") in stderr, stderr[-3000:]
     assert "| cat | 5 | 12 |" in stdout
-    assert_equal_to_single(out, single)
+    assert_equal_to_single(out, single, ray_cluster.MODELS)
 
 
-def test_a_killed_driver_is_resumed_without_redoing_a_finished_shard(env, cluster, manifest, single, tmp_path):
+def test_a_killed_driver_is_resumed_without_redoing_a_finished_shard(env, cluster, manifest, single, ray_cluster,
+                                                                     tmp_path):
     out = tmp_path / "out"
     argv = command(manifest, out, "--ray", cluster, "--shards", str(SHARDS))
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -238,9 +147,9 @@ def test_a_killed_driver_is_resumed_without_redoing_a_finished_shard(env, cluste
     driver.kill()
     driver.wait()
     deadline = time.monotonic() + 60
-    while shard_workers() and time.monotonic() < deadline:  # Ray ends the killed driver's workers
+    while ray_cluster.shard_workers() and time.monotonic() < deadline:  # Ray ends the killed driver's workers
         time.sleep(0.2)
-    assert not shard_workers()
+    assert not ray_cluster.shard_workers()
     before_shards, before_chunks = shard_files(out), chunks(out)
     assert 3 <= len(before_shards) < 3 * SHARDS, sorted(before_shards)
 
@@ -250,10 +159,10 @@ def test_a_killed_driver_is_resumed_without_redoing_a_finished_shard(env, cluste
     assert {p: chunks(out)[p] for p in before_chunks} == before_chunks, "saved images are not made again"
     assert (f"12 shards ({len(before_shards)} kept from an earlier run), {3 * N - len(before_chunks)} "
             "images generated") in again.stderr, again.stderr[-3000:]
-    assert_equal_to_single(out, single)
+    assert_equal_to_single(out, single, ray_cluster.MODELS)
 
 
-def test_what_the_cluster_lacks_is_named(env, cluster, manifest, tmp_path):
+def test_what_the_cluster_lacks_is_named(env, cluster, ray_cluster, tmp_path):
     # no GPU, and --cpu not given: refused at once, before any worker starts
     gpu = audit(env, [a for a in command(manifest, tmp_path / "gpu", "--ray", cluster) if a != "--cpu"])
     assert gpu.returncode == 2 and "Traceback" not in gpu.stderr, gpu.stderr[-3000:]
@@ -262,7 +171,7 @@ def test_what_the_cluster_lacks_is_named(env, cluster, manifest, tmp_path):
     # a model file the driver saw but the workers do not (moved away once the driver has checked
     # its inputs and started the workers, which import ComfyUI first): named, with the worker
     world = tmp_path / "world"
-    driver = subprocess.Popen(command(write_world(world), tmp_path / "out", "--ray", cluster),
+    driver = subprocess.Popen(command(ray_cluster.write_world(world), tmp_path / "out", "--ray", cluster),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     lines = [driver.stderr.readline()]
     while lines[-1] and not lines[-1].startswith("ray: "):
