@@ -240,8 +240,9 @@ def run_on_ray(args, specs: list[ModelSpec]) -> int:
         return 2
     except ray.exceptions.RayActorError as exc:
         bar.close()
-        print(f"finextract audit --ray: a worker died {MAX_RETRIES + 1} times on {specs[step.model].name}: {exc}\n"
-              f"  the shards saved so far are kept in {args.out}; run the same command to resume", file=sys.stderr)
+        what = specs[step.model].name + ("" if step.shard is None else f" shard {step.shard}/{shards[step.model]}")
+        print(f"finextract audit --ray: the worker on {what} died and {MAX_RETRIES} retries did not finish it: "
+              f"{exc}\n  the shards saved so far are kept in {args.out}; run the same command to resume", file=sys.stderr)
         return 2
     finally:
         for actor in actors:

@@ -57,12 +57,15 @@ def processes(marker: bytes, prefix: bool = False) -> list[int]:
 
 
 def in_groups(groups: set[int]) -> list[int]:
-    """PIDs of the processes in the process groups ``groups`` (Ray retitles its processes, so
-    their command lines do not tell which cluster they belong to; their group does)."""
+    """PIDs of the live processes in the process groups ``groups`` (Ray retitles its processes,
+    so their command lines do not tell which cluster they belong to; their group does). Zombies,
+    dead and waiting for their reaper, are not counted."""
     found = []
     for entry in pathlib.Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) in groups:
+            state, _parent, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3] \
+                if entry.name.isdigit() else ("", 0, 0)
+            if int(group) in groups and state not in ("Z", "X"):
                 found.append(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
@@ -117,8 +120,9 @@ def local_cluster(env: dict, workers: int = 2, timeout: float = 180):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
             node.wait()
-        time.sleep(1)
-        left = in_groups({node.pid for node in nodes})
+        deadline = time.monotonic() + 15
+        while (left := in_groups({node.pid for node in nodes})) and time.monotonic() < deadline:
+            time.sleep(0.2)
         shutil.rmtree(root, ignore_errors=True)
         if left:
             raise RuntimeError(f"Ray processes of {root} left running: {left}")

@@ -107,31 +107,39 @@ def shard_files(out) -> dict:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("*/shards/shard-*")}
 
 
+def mid_shard(out) -> str | None:
+    """A shard of "cat" with exactly one image saved and no shard file yet (its number), if any."""
+    for shard in range(SHARDS):
+        saved = [i for i in range(shard, N, SHARDS) if (out / "cat" / "generation" / f"chunk-{i:07d}.safetensors").exists()]
+        if len(saved) == 1 and not (out / "cat" / "shards" / f"shard-{shard:04d}-of-{SHARDS:04d}.safetensors").exists():
+            return str(shard)
+    return None
+
+
 def test_a_worker_killed_mid_shard_is_retried_and_the_reports_are_the_single_machine_runs(
         env, cluster, manifest, single, ray_cluster, tmp_path):
     out = tmp_path / "out"
     with open(tmp_path / "driver.log", "w") as log:
         driver = subprocess.Popen(command(manifest, out, "--ray", cluster, "--shards", str(SHARDS)),
                                   stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        # the first two shards (images 0, 4, 8 and 1, 5, 9 of "cat"), one per worker: kill a
-        # worker once both have saved an image and neither has finished
-        first, second = (out / "cat" / "generation" / f"chunk-{i:07d}.safetensors" for i in (0, 1))
+        # once a shard of "cat" has saved its first image (of 3), kill every worker: the one
+        # making that shard dies mid-shard whichever it is
         deadline = time.monotonic() + 600
-        while not (first.exists() and second.exists()) and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not list((out / "cat" / "shards").glob("shard-*")), "a shard finished before the kill"
+        while not (mid := mid_shard(out)) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         victims = ray_cluster.shard_workers()
-        assert len(victims) == 2, victims
-        os.kill(victims[0], signal.SIGKILL)
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        assert mid and mid_shard(out) == mid and len(victims) == 2, (mid, victims)
         stdout, _ = driver.communicate(timeout=900)
     stderr = (tmp_path / "driver.log").read_text()
     assert driver.returncode == 0, stderr[-5000:]
     assert "ray: 12 shards of 3 model(s) on 2 worker(s) (1 CPU each)" in stderr
-    # the killed worker's shard, retried: it resumes from the images the killed process saved
-    resumed = re.findall(r"  cat shard [01]/4: ([12]) of 3 images resumed from an earlier attempt", stderr)
-    assert len(resumed) == 1, stderr[-5000:]
-    assert (f"ray: 3 model(s), 12 shards (0 kept from an earlier run), {3 * N - int(resumed[0])} images "
-            "generated") in stderr, stderr[-3000:]
+    # the killed shard, retried: it resumes from the images the killed process saved
+    resumed = dict(re.findall(r"  cat shard (\d)/4: ([12]) of 3 images resumed from an earlier attempt", stderr))
+    assert resumed.get(mid) == "1", stderr[-5000:]
+    assert (f"ray: 3 model(s), 12 shards (0 kept from an earlier run), {3 * N - sum(map(int, resumed.values()))} "
+            "images generated") in stderr, stderr[-3000:]
     assert "| cat | 5 | 12 |" in stdout
     assert_equal_to_single(out, single, ray_cluster.MODELS)
 
@@ -162,7 +170,7 @@ def test_a_killed_driver_is_resumed_without_redoing_a_finished_shard(env, cluste
     assert_equal_to_single(out, single, ray_cluster.MODELS)
 
 
-def test_what_the_cluster_lacks_is_named(env, cluster, ray_cluster, tmp_path):
+def test_what_the_cluster_lacks_is_named(env, cluster, manifest, ray_cluster, tmp_path):
     # no GPU, and --cpu not given: refused at once, before any worker starts
     gpu = audit(env, [a for a in command(manifest, tmp_path / "gpu", "--ray", cluster) if a != "--cpu"])
     assert gpu.returncode == 2 and "Traceback" not in gpu.stderr, gpu.stderr[-3000:]
