@@ -244,6 +244,11 @@ def run_on_ray(args, specs: list[ModelSpec]) -> int:
         print(f"finextract audit --ray: the worker on {what} died and {MAX_RETRIES} retries did not finish it: "
               f"{exc}\n  the shards saved so far are kept in {args.out}; run the same command to resume", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: the shards and images saved so far are kept in {args.out}; "
+              "run the same command to resume", file=sys.stderr)
+        return 130
     finally:
         for actor in actors:
             ray.kill(actor)

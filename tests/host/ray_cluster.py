@@ -77,6 +77,16 @@ def shard_workers() -> list[int]:
     return processes(b"ray::ShardWorker", prefix=True)
 
 
+def same_priority() -> None:
+    """In a node's new session (``start_new_session``): give its new scheduling autogroup the nice
+    value of this process's (a test or bench run deprioritised with ``/proc/self/autogroup``
+    would otherwise start its cluster at full priority beside it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        nice = open(f"/proc/{os.getppid()}/autogroup").read().split("nice")[1].strip()
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(nice)
+
+
 @contextlib.contextmanager
 def local_cluster(env: dict, workers: int = 2, timeout: float = 180):
     """Yield the address of a head (no CPU) plus ``workers`` one-CPU nodes started with ``env``;
@@ -95,7 +105,7 @@ def local_cluster(env: dict, workers: int = 2, timeout: float = 180):
             nodes.append(subprocess.Popen(
                 [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
                  "--temp-dir", str(root / name), *store, *argv],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=same_priority))
         deadline = time.monotonic() + timeout
         while "Ray runtime started" not in (root / f"{name}.log").read_text():
             if nodes[-1].poll() is not None or time.monotonic() > deadline:
