@@ -10,6 +10,6 @@ def test_a_worker_keeps_to_its_model_then_its_base():
     pending = [Step(0, 1), Step(1, 0), Step(2, 0), Step(2, 1)]
     assert next_step(pending, None, BASES) == Step(0, 1)
     assert next_step(pending, 2, BASES) == Step(2, 0)
-    assert next_step(pending[1:], 0, BASES) == Step(1, 0)  # model 0 done: same base
+    assert next_step([Step(2, 0), Step(1, 0)], 0, BASES) == Step(1, 0)  # model 0 done: same base first
     assert next_step(pending[2:], 1, BASES) == Step(2, 0)  # nothing of its base left
     assert next_step([Step(1, 3), Step(0, None)], 0, BASES) == Step(0, None)  # its merge
