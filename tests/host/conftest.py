@@ -212,6 +212,12 @@ def stock_txt2img():
 
 
 @pytest.fixture(scope="session")
+def ray_cluster():
+    """``ray_cluster.py``: a local Ray cluster and the miniature manifest of the ``--ray`` tests."""
+    return _load_sibling("ray_cluster")
+
+
+@pytest.fixture(scope="session")
 def comfyui() -> pathlib.Path:
     """The ComfyUI checkout (skips the test where there is none)."""
     return comfyui_path()
