@@ -55,6 +55,8 @@ def _load_sibling(name: str):
 
 
 sd15_models = _load_sibling("sd15_models")
+family_builder = _load_sibling("family_models")
+graphs = _load_sibling("guidance_graphs")
 if "COMFYUI_PATH" not in os.environ and host.comfyui_path() is not None:
     # what host.comfyui_path() found, for the tests and subprocesses that read the variable
     os.environ["COMFYUI_PATH"] = str(host.comfyui_path())
@@ -212,6 +214,12 @@ def stock_txt2img():
 
 
 @pytest.fixture(scope="session")
+def guidance_graphs():
+    """``guidance_graphs.py``: graph pieces of the guidance value tests."""
+    return graphs
+
+
+@pytest.fixture(scope="session")
 def comfyui() -> pathlib.Path:
     """The ComfyUI checkout (skips the test where there is none)."""
     return comfyui_path()
@@ -247,6 +255,29 @@ def comfy(comfy_models, tmp_path_factory):
     models = {"checkpoints": comfy_models.root / "checkpoints", "loras": comfy_models.root / "loras"}
     try:
         with host.server(comfyui_path(), tmp_path_factory.mktemp("comfy-base"), model_folders=models) as server:
+            yield ComfyClient(server.url, server.log_path, server.base_dir)
+    except host.HostError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def family_models() -> tuple[pathlib.Path, dict]:
+    """(folder, manifest) of ``family_models.py``'s SDXL ε/v, FLUX.1-dev and SD3.5 files."""
+    try:
+        folder = family_builder.model_folder(comfyui_path(), host.comfyui_python())
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    return folder, json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def comfy_families(family_models, tmp_path_factory):
+    """A ComfyUI of its own whose checkpoints, LoRAs and text encoders are the family files (one per
+    test module: the models are large, and ComfyUI frees them when the module's server stops)."""
+    root = family_models[0]
+    models = {kind: root / kind for kind in ("checkpoints", "loras", "text_encoders")}
+    try:
+        with host.server(comfyui_path(), tmp_path_factory.mktemp("comfy-families"), model_folders=models) as server:
             yield ComfyClient(server.url, server.log_path, server.base_dir)
     except host.HostError as exc:
         pytest.fail(str(exc))
