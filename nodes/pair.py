@@ -48,6 +48,14 @@ SD3.5. What was verified for each, and how: the README's family table. A base of
 is refused: guidance on it has not been checked."""
 
 
+TEXT_ENCODER_PREFIXES = {"SDXL": ["conditioner.embedders."]}
+"""Where a checkpoint of the family keeps its text encoders, where ComfyUI's config does not say:
+its ``SDXL`` class inherits ``text_encoder_key_prefix = ["cond_stage_model."]`` but reads (its own
+``process_clip_state_dict``) and saves CLIP-L and CLIP-G under ``conditioner.embedders.``. Without
+this a LoRA's text-encoder change is unmeasured and a full fine-tune's is missed (the pair would
+run the base's CLIP)."""
+
+
 def _handled() -> str:
     return ", ".join(v for v in FAMILIES.values() if v != "miniature")
 
@@ -88,16 +96,22 @@ def _family(sd: dict, name: str, what: str) -> tuple[str, dict]:
         raise ValueError(f"{what} {name!r} is a {family} model (ComfyUI's name for its family), a "
                          f"family this pack does not handle: its guidance has not been verified. "
                          f"Handled: {_handled()}.")
-    return family, {UNET: [prefix], TEXT_ENCODER: list(config.text_encoder_key_prefix)}
+    return family, {UNET: [prefix], TEXT_ENCODER: TEXT_ENCODER_PREFIXES.get(family, list(config.text_encoder_key_prefix))}
 
 
-def _load(sd: dict, metadata, name: str):
+def _load(sd: dict, metadata, name: str, vae: bool = True, clip: bool = True):
     model, clip, vae, _ = comfy.sd.load_state_dict_guess_config(
-        sd, output_vae=True, output_clip=True,
+        sd, output_vae=vae, output_clip=clip,
         embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata)
     if model is None:
         raise ValueError(f"checkpoint {name!r} holds no diffusion model")
     return model, clip, vae
+
+
+def _weight_key(target) -> str:
+    """The weight a patch target names: ComfyUI keys a patch on a run of a fused weight's rows (a
+    diffusers FLUX/SD3 ``to_q`` of ``qkv``) as ``(key, (dim, start, count))``."""
+    return target[0] if isinstance(target, tuple) else target
 
 
 def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, set]:
@@ -105,7 +119,7 @@ def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, se
     components with an update this pack does not measure (LoHa, LoKr, OFT, DoRA, "set")."""
     delta, unmeasured = dict.fromkeys(COMPONENTS, 0.0), set()
     for target in sorted(reached, key=str):  # a fixed order: the float sum is then the same in every process
-        component = UNET if target.startswith("diffusion_model.") else TEXT_ENCODER
+        component = UNET if _weight_key(target).startswith("diffusion_model.") else TEXT_ENCODER
         patch = patches[target]
         if isinstance(patch, comfy.weight_adapter.LoRAAdapter) and patch.weights[4] is None:
             up, down, alpha, mid = patch.weights[:4]
@@ -193,7 +207,7 @@ def _apply_lora(model, clip, base_name: str, family: str, base_norms: dict, name
             f"{base_name!r}: {why}. Guidance between the base and it extracts nothing.")
     change = {c: None if c in unmeasured or (delta[c] and not base_norms[c]) else
               (delta[c] / base_norms[c]) ** 0.5 if delta[c] else 0.0 for c in COMPONENTS}
-    te_layers = sum(1 for key in reached if not key.startswith("diffusion_model."))
+    te_layers = sum(1 for key in reached if not _weight_key(key).startswith("diffusion_model."))
     record = file_record(path, name, strength=strength, tensors_applied=len(applied),
                          tensors_total=total, unet_layers=len(reached) - te_layers,
                          text_encoder_layers=te_layers, change=change)
@@ -231,12 +245,17 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
                              f"tensors only one of them has, or metadata). Guidance between "
                              f"identical models extracts nothing")
         finetune["change"] = change.relative()
+        # The fine-tune first, and only what it changes (its VAE is unused; a text encoder it
+        # left as the base's is the base's CLIP), each state dict dropped once its model is
+        # built: the peak no longer holds both files' tensors beside both full models (with
+        # SDXL's 818 M-parameter text encoders kept, one fp16 state dict and one CLIP less).
+        finetuned, clip, _ = _load(ft_sd, ft_meta, finetuned_name, vae=False,
+                                   clip=bool(finetune["change"][TEXT_ENCODER]))
+        del ft_sd
     base, base_clip, vae = _load(base_sd, base_meta, base_name)
     del base_sd
     if finetuned_name is not None:
-        finetuned, clip, _ = _load(ft_sd, ft_meta, finetuned_name)
-        del ft_sd
-        if clip is None or base_clip is None or not finetune["change"][TEXT_ENCODER]:
+        if clip is None or base_clip is None:
             clip = base_clip
         lines.append(f"fine-tune: full checkpoint {finetuned_name} ({family}, sha256 "
                      f"{finetune['sha256'][:12]}); {describe(finetune['change'])}")

@@ -13,8 +13,14 @@ parts are full size and which are shrunk, and why):
 
 FLUX's text: T5-XXL cannot exist here, so the prompt goes through a real-size CLIP-L (stock
 CLIPLoader) into a FLUX whose ``txt_in`` is 768 wide; both conditionings carry FluxGuidance 3.5
-(the distilled guidance value; docs/guidance.md says why the empty prompt takes it too)."""
+(the distilled guidance value; docs/guidance.md says why the empty prompt takes it too).
+
+Cost: tests run grouped by (family, pair kind), each group on a ComfyUI of its own, so each
+group loads its pair about once, and ComfyUI's models are freed before other files load (an SDXL
+pair with its 818 M-parameter text encoders is ~3.5 GB in ComfyUI). Measured time and memory:
+README, "Model families"."""
 import re
+import types
 
 import pytest
 import torch
@@ -30,65 +36,82 @@ FAMILIES = {
     "sd3": dict(family="SD3", flow=True, scale=1.5305, shift=0.0609, channels=16, sigmas=(0.9, 0.3),
                 empty="EmptySD3LatentImage"),
 }
-PAIRS = [("sdxl", "lora"), ("sdxl", "full"), ("sdxl_v", "lora"), ("flux", "lora"), ("flux", "full"),
-         ("sd3", "lora"), ("sd3", "full")]
+LORA_GROUPS = ["sdxl-lora", "sdxl_v-lora", "flux-lora", "sd3-lora"]
+FULL_GROUPS = ["sdxl-full", "flux-full", "sd3-full"]
 SIZE = 64
 
 
+class FreeingClient:
+    """A group's ComfyClient, freeing ComfyUI's models whenever a graph's loader (node "L") names
+    other files than the last run's (``ComfyClient.free``: ComfyUI would hold both pairs while
+    loading the new one)."""
+
+    def __init__(self, comfy):
+        self.comfy, self.loaded = comfy, None
+
+    def run(self, graph):
+        inputs = graph.get("L", {}).get("inputs")
+        if inputs is not None and inputs != self.loaded:
+            if self.loaded is not None:
+                self.comfy.free()
+            self.loaded = inputs
+        return self.comfy.run(graph)
+
+    def __getattr__(self, name):  # input_dir, view, run_expect_error (a refused load loads nothing)
+        return getattr(self.comfy, name)
+
+
 @pytest.fixture(scope="module")
-def manifest(family_models):
-    return family_models[1]
+def group(request, family_comfy, family_models, tmp_path_factory):
+    """One (family, pair kind) on a ComfyUI of its own: the group's tests run one after another,
+    so its pair loads about once, and the next group starts from a fresh process."""
+    fam, pair = request.param.split("-")
+    with family_comfy(tmp_path_factory.mktemp(f"comfy-{fam}-{pair}")) as comfy:
+        yield types.SimpleNamespace(fam=fam, pair=pair, spec=FAMILIES[fam], manifest=family_models[1],
+                                    comfy=FreeingClient(comfy))
 
 
-def loader(manifest, fam, pair="lora", lora="peft", base=None):
-    entry = manifest[fam]
-    inputs = {"base_checkpoint": base or entry["checkpoints"]["base"], "finetuned_checkpoint": "none"}
+def groups(ids):
+    return pytest.mark.parametrize("group", ids, indirect=True, scope="module")
+
+
+def loader(group, pair=None, lora="peft"):
+    entry = group.manifest[group.fam]
+    inputs = {"base_checkpoint": entry["checkpoints"]["base"], "finetuned_checkpoint": "none"}
     for i in range(1, 4):
         inputs[f"lora_{i}"], inputs[f"strength_{i}"] = "none", 1.0
-    if pair == "full":
+    if (pair or group.pair) == "full":
         inputs["finetuned_checkpoint"] = entry["checkpoints"]["finetuned"]
     else:
         inputs["lora_1"] = lora if lora.endswith(".safetensors") else entry["loras"][lora]
     return {"L": {"class_type": "FineXtractDualModelLoader", "inputs": inputs}}
 
 
-def pair_graph(manifest, fam, pair="lora", lora="peft"):
+def pair_graph(group, lora="peft"):  # lora: ignored by a full group
     """Loader, caption P (fine-tuned text encoder) and empty prompt N (base text encoder)."""
-    graph = loader(manifest, fam, pair, lora)
-    if fam == "flux":  # no text encoder in the file: CLIP-L beside it, FluxGuidance on both prompts
-        graph["C"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": manifest["flux"]["clip"],
+    graph = loader(group, lora=lora)
+    flux = group.fam == "flux"
+    if flux:  # no text encoder in the file: CLIP-L beside it, FluxGuidance on both prompts
+        graph["C"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": group.manifest["flux"]["clip"],
                                                              "type": "stable_diffusion"}}
         clips = (["C", 0], ["C", 0])
     else:
         clips = (["L", 2], ["L", 5])
     for node, text, clip in (("P", "a photo of sks dog", clips[0]), ("N", "", clips[1])):
-        encoded = node + "0" if fam == "flux" else node
+        encoded = node + "0" if flux else node
         graph[encoded] = {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": clip}}
-        if fam == "flux":
+        if flux:
             graph[node] = {"class_type": "FluxGuidance", "inputs": {"conditioning": [encoded, 0], "guidance": 3.5}}
     return graph
 
 
-def report(comfy, graph) -> str:
-    graph = {**graph, "R": {"class_type": "PreviewAny", "inputs": {"source": ["L", 4]}}}
-    return comfy.run(graph)["R"]["text"][0]
+def with_report(graph) -> dict:
+    """The graph with an output node showing the loader's report (ComfyUI runs only graphs with one)."""
+    return {**graph, "R": {"class_type": "PreviewAny", "inputs": {"source": ["L", 4]}}}
 
 
-@pytest.mark.parametrize("fam", list(FAMILIES))
-def test_loader_detects_the_family_and_applies_every_spelling(comfy_families, manifest, fam):
-    expected = FAMILIES[fam]["family"]
-    assert manifest[fam]["family"] == expected  # ComfyUI's model_detection, at build time
-    for fmt, file in manifest[fam]["loras"].items():
-        text = report(comfy_families, loader(manifest, fam, lora=fmt))
-        assert f"({expected}, sha256" in text, text
-        applied, total = map(int, re.search(r"x1: (\d+)/(\d+) tensors applied", text).groups())
-        assert applied == total > 0, f"{file}: {text}"
-        assert "UNet fine-tuned" in text
-        if fam.startswith("sdxl"):  # lora_te1_/lora_te2_, text_encoder./text_encoder_2.
-            assert "2 text-encoder layers" in text and "text encoder fine-tuned" in text, text
-    if "finetuned" in manifest[fam]["checkpoints"]:
-        text = report(comfy_families, loader(manifest, fam, "full"))
-        assert "fine-tune: full checkpoint" in text and "UNet fine-tuned" in text, text
+def report(group, graph) -> str:
+    return group.comfy.run(with_report(graph))["R"]["text"][0]
 
 
 def to_model(t, spec):
@@ -117,62 +140,92 @@ def eq13_from_the_paper(spec, x_latent, d_ft, d_base, sigma, w, k, with_k=True):
     return from_model(x0, spec)
 
 
-@pytest.mark.parametrize("fam,pair", PAIRS)
-def test_eq13_equals_the_papers_eps_formula(comfy_families, manifest, guidance_graphs, fam, pair):
-    g, spec, w, k = guidance_graphs, FAMILIES[fam], 3.0, -0.3
-    graph = pair_graph(manifest, fam, pair)
+@groups(LORA_GROUPS)
+def test_loader_detects_the_family_and_applies_every_lora_spelling(group):
+    expected = group.spec["family"]
+    assert group.manifest[group.fam]["family"] == expected  # ComfyUI's model_detection, at build time
+    for fmt in ("kohya", "peft"):  # peft last: the pair the group's next tests load stays loaded
+        text = report(group, loader(group, lora=fmt))
+        assert f"({expected}, sha256" in text, text
+        applied, total = map(int, re.search(r"x1: (\d+)/(\d+) tensors applied", text).groups())
+        assert applied == total > 0, f"{fmt}: {text}"
+        assert "UNet fine-tuned" in text, text
+        if group.fam.startswith("sdxl"):  # lora_te1_/lora_te2_, text_encoder./text_encoder_2.
+            assert "2 text-encoder layers" in text and "text encoder fine-tuned" in text, text
+
+
+@groups(FULL_GROUPS)
+def test_loader_pairs_a_full_fine_tune(group):
+    text = report(group, loader(group))
+    assert f"({group.spec['family']}, sha256" in text and "fine-tune: full checkpoint" in text, text
+    assert "UNet fine-tuned" in text, text
+    if group.fam == "sdxl":  # the builder moved the UNet only (the usual SDXL DreamBooth)
+        assert "text encoder unchanged" in text, text
+
+
+@groups(LORA_GROUPS + FULL_GROUPS)
+def test_eq13_equals_the_papers_eps_formula(group, guidance_graphs):
+    g, spec, w, k = guidance_graphs, group.spec, 3.0, -0.3
+    graph = pair_graph(group)
     gen = torch.Generator().manual_seed(5)
     for sigma in spec["sigmas"]:
         spread = 1.0 if spec["flow"] else (1 + sigma ** 2) ** 0.5
         x = from_model(torch.randn(1, spec["channels"], SIZE // 8, SIZE // 8, generator=gen) * spread, spec)
-        name = g.write_latent(comfy_families, f"fx-{fam}-{sigma}.latent", x)
-        guided = g.denoised_at(comfy_families, graph, g.ours("finextract", w, k), name, sigma)
-        d_ft = g.denoised_at(comfy_families, graph, g.basic(("L", 1), "P"), name, sigma)
-        d_base = g.denoised_at(comfy_families, graph, g.basic(("L", 0), "N"), name, sigma)
+        name = g.write_latent(group.comfy, f"fx-{group.fam}-{sigma}.latent", x)
+        guided = g.denoised_at(group.comfy, graph, g.ours("finextract", w, k), name, sigma)
+        d_ft = g.denoised_at(group.comfy, graph, g.basic(("L", 1), "P"), name, sigma)
+        d_base = g.denoised_at(group.comfy, graph, g.basic(("L", 0), "N"), name, sigma)
         g.assert_close(guided, eq13_from_the_paper(spec, x, d_ft, d_base, sigma, w, k),
-                       f"Eq. 13, {fam} {pair} pair, sigma {sigma}")
+                       f"Eq. 13, {group.fam} {group.pair} pair, sigma {sigma}")
         g.assert_far(guided, eq13_from_the_paper(spec, x, d_ft, d_base, sigma, w, k, with_k=False),
                      f"the k term is visible at sigma {sigma}", rtol=1e-3)
 
 
-@pytest.mark.parametrize("fam", list(FAMILIES))
-def test_cfg_equals_comfyuis_cfg_guider(comfy_families, manifest, guidance_graphs, fam):
-    g, empty = guidance_graphs, FAMILIES[fam]["empty"]
-    graph = pair_graph(manifest, fam)
-    mine = g.sampled(comfy_families, graph, g.ours("cfg", 4.0, -0.02), steps=2, empty=empty)
-    stock = g.sampled(comfy_families, graph, g.stock_cfg(("L", 1), 4.0), steps=2, empty=empty)
-    g.assert_close(mine, stock, f"cfg vs CFGGuider ({fam})", rtol=1e-5)
+@groups(LORA_GROUPS)
+def test_cfg_equals_comfyuis_cfg_guider(group, guidance_graphs):
+    g, empty = guidance_graphs, group.spec["empty"]
+    graph = pair_graph(group)
+    mine = g.sampled(group.comfy, graph, g.ours("cfg", 4.0, -0.02), steps=2, empty=empty)
+    stock = g.sampled(group.comfy, graph, g.stock_cfg(("L", 1), 4.0), steps=2, empty=empty)
+    g.assert_close(mine, stock, f"cfg vs CFGGuider ({group.fam})", rtol=1e-5)
 
 
-@pytest.mark.parametrize("fam,lora", [("sdxl", "kohya"), ("sdxl_v", "peft"), ("flux", "kohya"), ("flux", "peft"),
-                                      ("sd3", "peft")])
-def test_finextract_at_w1_k0_is_the_fine_tuned_model(comfy_families, manifest, guidance_graphs, fam, lora):
-    """The masked LoRA branch on the base's weights equals ComfyUI's merged fine-tuned model; FLUX's
-    and SD3's diffusers LoRAs patch slices of fused qkv / linear1 weights."""
-    g, empty = guidance_graphs, FAMILIES[fam]["empty"]
-    graph = pair_graph(manifest, fam, lora=lora)
-    mine = g.sampled(comfy_families, graph, g.ours("finextract", 1.0, 0.0), steps=2, empty=empty)
-    unguided = g.sampled(comfy_families, graph, g.basic(("L", 1), "P"), steps=2, empty=empty)
-    g.assert_close(mine, unguided, f"finextract w'=1 k=0 vs the fine-tuned model ({fam}, {lora})")
-    base = g.sampled(comfy_families, graph, g.basic(("L", 0), "P"), steps=2, empty=empty)
-    g.assert_far(unguided, base, "the fine-tune differs from its base")
+W1K0_LORAS = {"sdxl": ["peft"], "sdxl_v": ["kohya"], "flux": ["peft", "kohya"], "sd3": ["peft"]}
 
 
-def test_sdxl_lora_spellings_give_the_same_samples(comfy_families, manifest, guidance_graphs):
+@groups(LORA_GROUPS + FULL_GROUPS)
+def test_finextract_at_w1_k0_is_the_fine_tuned_model(group, guidance_graphs):
+    """The masked LoRA branch on the base's weights equals ComfyUI's merged fine-tuned model (FLUX's
+    and SD3's diffusers LoRAs patch slices of fused qkv / linear1 weights, kohya's whole ones);
+    with a full fine-tune, the guider's batch of two models equals the fine-tuned model alone."""
+    g, empty = guidance_graphs, group.spec["empty"]
+    for lora in W1K0_LORAS[group.fam] if group.pair == "lora" else ["full"]:
+        graph = pair_graph(group, lora=lora)
+        mine = g.sampled(group.comfy, graph, g.ours("finextract", 1.0, 0.0), steps=2, empty=empty)
+        unguided = g.sampled(group.comfy, graph, g.basic(("L", 1), "P"), steps=2, empty=empty)
+        g.assert_close(mine, unguided, f"finextract w'=1 k=0 vs the fine-tuned model ({group.fam}, {lora})")
+        base = g.sampled(group.comfy, graph, g.basic(("L", 0), "P"), steps=2, empty=empty)
+        g.assert_far(unguided, base, f"the fine-tune differs from its base ({lora})")
+
+
+@groups(["sdxl-lora"])
+def test_sdxl_lora_spellings_give_the_same_samples(group, guidance_graphs):
     """One delta in kohya (alpha = rank) and PEFT spelling, UNet and both text encoders."""
     g = guidance_graphs
-    out = {fmt: g.sampled(comfy_families, pair_graph(manifest, "sdxl", lora=fmt), g.ours("finextract", 3.0, -0.02),
-                          steps=2) for fmt in ("kohya", "peft")}
+    out = {fmt: g.sampled(group.comfy, pair_graph(group, lora=fmt), g.ours("finextract", 3.0, -0.02), steps=2)
+           for fmt in ("peft", "kohya")}
     g.assert_close(out["peft"], out["kohya"], "PEFT vs kohya", rtol=1e-5)
 
 
-def test_lora_of_another_family_is_refused_naming_it(comfy_families, manifest):
-    error = comfy_families.run_expect_error(loader(manifest, "sd3", lora=manifest["flux"]["loras"]["kohya"]))
-    assert "does not fit base checkpoint" in error and "(SD3)" in error
+@groups(["sd3-lora"])
+def test_lora_of_another_family_is_refused_naming_it(group):
+    error = group.comfy.run_expect_error(with_report(loader(group, lora=group.manifest["flux"]["loras"]["kohya"])))
+    assert "does not fit base checkpoint" in error and "(SD3)" in error, error
     assert "spelled as for a FLUX LoRA" in error and "load it with a FLUX base" in error, error
 
 
-def test_lora_of_a_family_the_pack_does_not_handle_is_refused_saying_so(comfy_families, manifest):
-    error = comfy_families.run_expect_error(loader(manifest, "sd3", lora=manifest["unhandled_lora"]))
-    assert manifest["unhandled_lora"] in error
+@groups(["sd3-lora"])
+def test_lora_of_a_family_the_pack_does_not_handle_is_refused_saying_so(group):
+    error = group.comfy.run_expect_error(with_report(loader(group, lora=group.manifest["unhandled_lora"])))
+    assert group.manifest["unhandled_lora"] in error
     assert "spelled as for a Qwen-Image LoRA" in error and "a family this pack does not handle" in error, error
