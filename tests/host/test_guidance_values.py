@@ -98,3 +98,21 @@ def test_lora_spellings_give_the_same_samples(comfy, comfy_models, guidance_grap
     g.assert_close(out["peft"], out["kohya"], "PEFT vs kohya", rtol=1e-5)
     half = g.sampled(comfy, pair_graph(comfy_models, "lora", lora="kohya", strength=0.5), g.ours("finextract", 3.0, -0.02))
     g.assert_far(half, out["kohya"], "the LoRA's strength shows in the samples")
+
+
+@pytest.mark.parametrize("finetuned,moved", [("finetuned", True), ("unet_finetuned", False)])
+def test_full_pair_encodes_the_caption_with_its_own_text_encoder(comfy, comfy_models, guidance_graphs, finetuned,
+                                                                  moved):
+    """The loader builds a full fine-tune's CLIP only when its text encoder differs from the base's
+    (else the base's serves both): the caption through the fine-tuned CLIP (output 2) and through
+    the base's (output 5) gives other samples exactly when the text encoder moved."""
+    g = guidance_graphs
+    graph = pair_graph(comfy_models, "full")
+    graph["L"]["inputs"]["finetuned_checkpoint"] = comfy_models.checkpoints[finetuned]
+    graph["Pb"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of sks dog", "clip": ["L", 5]}}
+    own = g.sampled(comfy, graph, g.basic(("L", 1), "P"))
+    base = g.sampled(comfy, graph, g.basic(("L", 1), "Pb"))
+    if moved:
+        g.assert_far(own, base, "the fine-tuned text encoder's caption")
+    else:
+        g.assert_close(own, base, "a kept text encoder is the base's", rtol=0)
