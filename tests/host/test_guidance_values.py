@@ -5,7 +5,8 @@
 - method ``cfg`` equals ComfyUI's stock CFGGuider at the same scale and noise, also when the model
   carries ComfyUI's own CFG patches (RescaleCFG's sampler_cfg_function, CFGNorm's post-CFG hook);
 - ``finextract`` with w' = 1, k = 0 equals the fine-tuned model alone (stock BasicGuider);
-- a kohya LoRA and the same LoRA in diffusers and PEFT spelling give the same samples.
+- a kohya LoRA and the same LoRA in diffusers and PEFT spelling give the same samples;
+- a full pair's fine-tuned CLIP is the fine-tune's own exactly when its text encoder moved.
 
 One evaluation at a chosen (x_t, sigma): SamplerCustomAdvanced with DisableNoise, a LoadLatent of
 x_t and ManualSigmas "sigma, 0"; its ``denoised_output`` is the guider's x0 estimate at (x_t, sigma).
