@@ -26,15 +26,16 @@ import pytest
 import torch
 
 FAMILIES = {
-    # ComfyUI family, parameterisation, latent_formats (scale, shift), latent channels, sigmas, empty-latent node
-    "sdxl": dict(family="SDXL", flow=False, scale=0.13025, shift=0.0, channels=4, sigmas=(14.6, 1.5),
-                 empty="EmptyLatentImage"),
-    "sdxl_v": dict(family="SDXL", flow=False, scale=0.13025, shift=0.0, channels=4, sigmas=(14.6, 1.5),
-                   empty="EmptyLatentImage"),
-    "flux": dict(family="Flux", flow=True, scale=0.3611, shift=0.1159, channels=16, sigmas=(0.9, 0.3),
-                 empty="EmptySD3LatentImage"),
-    "sd3": dict(family="SD3", flow=True, scale=1.5305, shift=0.0609, channels=16, sigmas=(0.9, 0.3),
-                empty="EmptySD3LatentImage"),
+    # ComfyUI family and ModelType (model_base logs it), parameterisation, latent_formats (scale,
+    # shift), latent channels, sigmas, empty-latent node
+    "sdxl": dict(family="SDXL", model_type="EPS", flow=False, scale=0.13025, shift=0.0, channels=4,
+                 sigmas=(14.6, 1.5), empty="EmptyLatentImage"),
+    "sdxl_v": dict(family="SDXL", model_type="V_PREDICTION", flow=False, scale=0.13025, shift=0.0, channels=4,
+                   sigmas=(14.6, 1.5), empty="EmptyLatentImage"),
+    "flux": dict(family="Flux", model_type="FLUX", flow=True, scale=0.3611, shift=0.1159, channels=16,
+                 sigmas=(0.9, 0.3), empty="EmptySD3LatentImage"),
+    "sd3": dict(family="SD3", model_type="FLOW", flow=True, scale=1.5305, shift=0.0609, channels=16,
+                sigmas=(0.9, 0.3), empty="EmptySD3LatentImage"),
 }
 LORA_GROUPS = ["sdxl-lora", "sdxl_v-lora", "flux-lora", "sd3-lora"]
 FULL_GROUPS = ["sdxl-full", "flux-full", "sd3-full"]
@@ -152,6 +153,7 @@ def test_loader_detects_the_family_and_applies_every_lora_spelling(group):
         assert "UNet fine-tuned" in text, text
         if group.fam.startswith("sdxl"):  # lora_te1_/lora_te2_, text_encoder./text_encoder_2.
             assert "2 text-encoder layers" in text and "text encoder fine-tuned" in text, text
+    assert_model_type(group)
 
 
 @groups(FULL_GROUPS)
@@ -161,6 +163,14 @@ def test_loader_pairs_a_full_fine_tune(group):
     assert "UNet fine-tuned" in text, text
     if group.fam == "sdxl":  # the builder moved the UNet only (the usual SDXL DreamBooth)
         assert "text encoder unchanged" in text, text
+    assert_model_type(group)
+
+
+def assert_model_type(group):
+    """ComfyUI built every model of the group with the family's parameterisation (the v-prediction
+    group is v: its file's ``v_pred`` key was read), as its log says."""
+    types_logged = set(re.findall(r"^model_type (\w+)$", group.comfy.log(), re.M))
+    assert types_logged == {group.spec["model_type"]}, types_logged
 
 
 @groups(LORA_GROUPS + FULL_GROUPS)
