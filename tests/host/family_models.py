@@ -25,6 +25,8 @@ diffusion models in fp32 on a CPU):
   all-in-one FLUX files minus T5: T5-XXL has 4.7 G parameters and cannot exist here). Its text
   input is therefore 768 wide (``txt_in``; FLUX.1's is 4096, T5-XXL's width), fed by a real-size
   CLIP-L file loaded with ComfyUI's stock CLIPLoader; every key name is FLUX.1's.
+- **refusals**: a Qwen-Image LoRA (diffusers spelling) and an SD1.5 instruct-pix2pix base
+  (``SD15_instructpix2pix``, a family the pack does not handle; shrunk SD1.5 UNet, nothing else).
 - **SD3.5**: MMDiT with RMS q/k norm (SD3.5 Large's layout) at depth 2 (hidden 128, 2 heads of
   64; ComfyUI ties hidden size to depth), 16-channel VAE, CLIP-L as its only text encoder
   (ComfyUI's SD3 text encoder pads the missing CLIP-G and T5 with zeros): ``SD3``.
@@ -275,12 +277,21 @@ def build(out: pathlib.Path) -> dict:
                                           {**base, **perturbed(unet, "model.diffusion_model.", 0.05, seed=34)})},
         "loras": {fmt: save("loras", f"fx-sd3-lora-{fmt}.safetensors", sd) for fmt, sd in sd3_loras(unet).items()}}
     manifest["unhandled_lora"] = save("loras", "fx-qwen-image-lora.safetensors", unhandled_lora())
+
+    # A base of a family the pack does not handle, ComfyUI's SD15_instructpix2pix (SD1.5's edit
+    # model: 8 input channels, the latent and the image to edit), as the shrunk SD1.5 UNet alone:
+    # the loader refuses it on detection, before anything else in the file matters.
+    unet = diffusion_model(C.supported_models.SD15_instructpix2pix, {**sd15_models.SD15_SMALL, "in_channels": 8},
+                           seed=41)
+    manifest["unhandled_base"] = {"family": detected(unet),
+                                  "file": save("checkpoints", "fx-sd15-ip2p-base.safetensors", unet)}
     return manifest
 
 
 def model_folder(comfyui, python) -> pathlib.Path:
     """The folder (``checkpoints/``, ``loras/``, ``text_encoders/``, ``manifest.json``), built once
-    (a few minutes, ~10 GB: three SDXL files carry full-size text encoders) and cached."""
+    (measured: 74 s wall, 6.3 GB peak RSS, 10 GB: three SDXL files carry full-size text encoders)
+    and cached."""
     return sd15_models.cached_build(pathlib.Path(__file__), "families", comfyui, python)
 
 

@@ -9,7 +9,8 @@ parts are full size and which are shrunk, and why):
   ComfyUI's sigma space) and rectified flow (x_t = (1 − σ)·x0 + σ·eps, the velocity v = eps − x0);
 - method ``cfg`` equals ComfyUI's stock CFGGuider; ``finextract`` at w′ = 1, k = 0 equals the
   fine-tuned model alone (for FLUX also through a LoRA on slices of fused weights);
-- a LoRA of another family, or of a family the pack does not handle, is refused saying so.
+- a LoRA of another family, or of a family the pack does not handle, and a base of such a family
+  are refused saying so.
 
 FLUX's text: T5-XXL cannot exist here, so the prompt goes through a real-size CLIP-L (stock
 CLIPLoader) into a FLUX whose ``txt_in`` is 768 wide; both conditionings carry FluxGuidance 3.5
@@ -239,3 +240,14 @@ def test_lora_of_a_family_the_pack_does_not_handle_is_refused_saying_so(group):
     error = group.comfy.run_expect_error(with_report(loader(group, lora=group.manifest["unhandled_lora"])))
     assert group.manifest["unhandled_lora"] in error
     assert "spelled as for a Qwen-Image LoRA" in error and "a family this pack does not handle" in error, error
+
+
+@groups(["sd3-lora"])
+def test_base_of_a_family_the_pack_does_not_handle_is_refused_saying_so(group):
+    base = group.manifest["unhandled_base"]
+    assert base["family"] == "SD15_instructpix2pix"  # ComfyUI's model_detection, at build time
+    graph = loader(group)
+    graph["L"]["inputs"]["base_checkpoint"] = base["file"]
+    error = group.comfy.run_expect_error(with_report(graph))
+    assert base["file"] in error and "is a SD15_instructpix2pix model" in error, error
+    assert "a family this pack does not handle" in error and "Handled: SD1.x, SD2.x, SDXL, SD3, FLUX" in error, error
