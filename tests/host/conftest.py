@@ -58,6 +58,7 @@ def _load_sibling(name: str):
 sd15_models = _load_sibling("sd15_models")
 family_builder = _load_sibling("family_models")
 graphs = _load_sibling("guidance_graphs")
+prompts = _load_sibling("workflow_prompts")
 if "COMFYUI_PATH" not in os.environ and host.comfyui_path() is not None:
     # what host.comfyui_path() found, for the tests and subprocesses that read the variable
     os.environ["COMFYUI_PATH"] = str(host.comfyui_path())
@@ -223,6 +224,12 @@ def stock_txt2img_graph(ckpt_name: str, prompt: str, size: int, batch_size: int,
 def stock_txt2img():
     """:func:`stock_txt2img_graph`, for tests (conftest modules are not importable by name)."""
     return stock_txt2img_graph
+
+
+@pytest.fixture(scope="session")
+def workflow_prompts():
+    """``workflow_prompts.py``: the shipped workflows as small prompts, and their reports."""
+    return prompts
 
 
 @pytest.fixture(scope="session")

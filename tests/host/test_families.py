@@ -44,20 +44,20 @@ SIZE = 64
 
 
 class FreeingClient:
-    """A group's ComfyClient, freeing ComfyUI's models whenever a graph's loader (node "L") names
-    other files than the last run's (``ComfyClient.free``: ComfyUI would hold both pairs while
-    loading the new one)."""
+    """A group's ComfyClient, freeing ComfyUI's models whenever a graph's Dual Model Loader is
+    another node or names other files than the last run's (``ComfyClient.free``: ComfyUI would hold
+    both pairs while loading the new one)."""
 
     def __init__(self, comfy):
         self.comfy, self.loaded = comfy, None
 
-    def run(self, graph):
-        inputs = graph.get("L", {}).get("inputs")
-        if inputs is not None and inputs != self.loaded:
+    def run(self, graph, **kwargs):
+        loaders = [(k, v["inputs"]) for k, v in graph.items() if v["class_type"] == "FineXtractDualModelLoader"]
+        if loaders and loaders != self.loaded:
             if self.loaded is not None:
                 self.comfy.free()
-            self.loaded = inputs
-        return self.comfy.run(graph)
+            self.loaded = loaders
+        return self.comfy.run(graph, **kwargs)
 
     def __getattr__(self, name):  # input_dir, view, run_expect_error (a refused load loads nothing)
         return getattr(self.comfy, name)
@@ -251,3 +251,19 @@ def test_base_of_a_family_the_pack_does_not_handle_is_refused_saying_so(group):
     error = group.comfy.run_expect_error(with_report(graph))
     assert base["file"] in error and "is a SD15_instructpix2pix model" in error, error
     assert "a family this pack does not handle" in error and "Handled: SD1.x, SD2.x, SDXL, SD3, FLUX" in error, error
+
+
+@groups(["sdxl-lora"])
+def test_audit_my_lora_workflow_runs_on_sdxl(group, workflow_prompts):
+    """The shipped workflow as a creator runs it (small N, steps and size), on the SDXL base and a
+    kohya LoRA (UNet, CLIP-L and CLIP-G): sampled, decoded by the checkpoint's 4-channel VAE,
+    clustered, scored, its report's provenance naming the family."""
+    w, entry = workflow_prompts, group.manifest["sdxl"]
+    prompt = w.small_prompt("audit-my-lora", w.training_folder(group.comfy), entry["checkpoints"]["base"],
+                            lora=entry["loras"]["kohya"])
+    outputs = group.comfy.run(prompt, timeout=900)
+    (report,) = w.reports(group.comfy, outputs, prompt).values()
+    provenance = report["provenance"]
+    assert provenance["models"]["base"]["family"] == "SDXL" and provenance["count"] == 4, provenance
+    assert provenance["models"]["finetuned"]["finetune"]["loras"][0]["file"] == entry["loras"]["kohya"]
+    assert -1.0 <= report["metrics"]["raw"]["AS"] <= 1.0 and len(report["training_images"]) == w.N0
