@@ -168,48 +168,47 @@ def write(path: str, sd: dict, metadata=None):
     C.utils.save_torch_file(sd15_models.half(sd), path, metadata=metadata)
 
 
+def spellings(layers, rank: int) -> dict:
+    """{"kohya": …, "peft": …} LoRA dicts of one delta per layer, for ``layers`` of (kohya name or
+    None, diffusers/PEFT name or None, down, up): kohya with ``lora_down``/``lora_up`` and alpha =
+    rank (scale 1), PEFT with ``lora_A``/``lora_B`` and no alpha (scale 1), each on the layers its
+    spelling can name."""
+    kohya, peft = {}, {}
+    for kname, dname, down, up in layers:
+        if kname is not None:
+            kohya.update({f"{kname}.lora_down.weight": down, f"{kname}.lora_up.weight": up,
+                          f"{kname}.alpha": torch.tensor(float(rank))})
+        if dname is not None:
+            peft.update({f"{dname}.lora_A.weight": down, f"{dname}.lora_B.weight": up})
+    return {"kohya": kohya, "peft": peft}
+
+
 def sdxl_loras(unet: dict, te: dict, rank: int = 4) -> dict:
     """One delta on 3 UNet layers and 2 text-encoder layers (CLIP-L, CLIP-G) in kohya spelling
-    (``lora_unet_…``, ``lora_te1_…``/``lora_te2_…``, alpha = rank) and diffusers/PEFT spelling
-    (``unet.…``/``text_encoder.…``/``text_encoder_2.…`` + ``lora_A``/``lora_B``, no alpha)."""
-    kohya, peft = {}, {}
-    layers = [(k, d, unet[f"model.diffusion_model.{w}.weight"], "unet.") for k, d, w in SDXL_LORA_LAYERS]
-    layers += [(k, d, te[w], "") for k, d, w in SDXL_TE_LAYERS]
-    for i, (kname, dname, weight, dprefix) in enumerate(layers):
-        down, up = factors(rank, weight, seed=200 + i)
-        kohya.update({f"{kname}.lora_down.weight": down, f"{kname}.lora_up.weight": up,
-                      f"{kname}.alpha": torch.tensor(float(rank))})
-        peft.update({f"{dprefix}{dname}.lora_A.weight": down, f"{dprefix}{dname}.lora_B.weight": up})
-    return {"kohya": kohya, "peft": peft}
+    (``lora_unet_…``, ``lora_te1_…``/``lora_te2_…``) and diffusers/PEFT spelling
+    (``unet.…``/``text_encoder.…``/``text_encoder_2.…``)."""
+    layers = [(k, "unet." + d, unet[f"model.diffusion_model.{w}.weight"]) for k, d, w in SDXL_LORA_LAYERS]
+    layers += [(k, d, te[w]) for k, d, w in SDXL_TE_LAYERS]
+    return spellings([(k, d, *factors(rank, weight, seed=200 + i)) for i, (k, d, weight) in enumerate(layers)], rank)
 
 
 def flux_loras(unet: dict, rank: int = 4) -> dict:
     """kohya (``lora_unet_double_blocks_…``, whole fused weights) and diffusers/PEFT
     (``transformer.transformer_blocks.N.attn.to_q.lora_A.weight``: slices of the fused qkv and
-    linear1 weights) LoRAs, each on the layers its spelling can name."""
-    kohya, peft = {}, {}
-    for i, (kname, dname, key, rows) in enumerate(FLUX_LORA_LAYERS):
-        down, up = factors(rank, unet[f"model.diffusion_model.{key}.weight"], seed=300 + i, rows=rows)
-        if kname is not None:
-            kohya.update({f"{kname}.lora_down.weight": down, f"{kname}.lora_up.weight": up,
-                          f"{kname}.alpha": torch.tensor(float(rank))})
-        if dname is not None:
-            peft.update({f"{dname}.lora_A.weight": down, f"{dname}.lora_B.weight": up})
-    return {"kohya": kohya, "peft": peft}
+    linear1 weights) LoRAs."""
+    return spellings([(k, d, *factors(rank, unet[f"model.diffusion_model.{key}.weight"], seed=300 + i, rows=rows))
+                      for i, (k, d, key, rows) in enumerate(FLUX_LORA_LAYERS)], rank)
 
 
 def sd3_loras(unet: dict, rank: int = 4) -> dict:
-    kohya, peft = {}, {}
-    for i, (kname, dname, key) in enumerate(SD3_LORA_LAYERS):
+    """kohya-style (``lora_unet_joint_blocks_…``) and diffusers/PEFT LoRAs; diffusers' ``to_k`` is
+    the middle third of the fused ``qkv``."""
+    layers = []
+    for i, (k, d, key) in enumerate(SD3_LORA_LAYERS):
         weight = unet[f"model.diffusion_model.{key}.weight"]
-        rows = (weight.shape[0] // 3, weight.shape[0] // 3) if dname and dname.endswith(".to_k") else None
-        down, up = factors(rank, weight, seed=400 + i, rows=rows)
-        if kname is not None:
-            kohya.update({f"{kname}.lora_down.weight": down, f"{kname}.lora_up.weight": up,
-                          f"{kname}.alpha": torch.tensor(float(rank))})
-        if dname is not None:
-            peft.update({f"{dname}.lora_A.weight": down, f"{dname}.lora_B.weight": up})
-    return {"kohya": kohya, "peft": peft}
+        rows = (weight.shape[0] // 3, weight.shape[0] // 3) if d and d.endswith(".to_k") else None
+        layers.append((k, d, *factors(rank, weight, seed=400 + i, rows=rows)))
+    return spellings(layers, rank)
 
 
 def unhandled_lora(rank: int = 4) -> dict:
