@@ -16,7 +16,7 @@ when m columns have been seen) are appended to their row's short list; a full li
 its best k, which raises its floor.
 
 The result equals full rows: the dot products are the same float32 numbers as a full row's (the
-tests compare bit for bit), and the selection is exact: the k largest similarities, ties at the
+tests compare bit for bit; see :func:`_products` for blocks of fewer than 16 rows), and the selection is exact: the k largest similarities, ties at the
 k-th place going to the smaller index (``torch.topk`` left that choice to its implementation).
 Each entry is kept as one uint64 key, similarity (order-preserving bits, inverted) above the
 column index, so "k best, ties to the smaller index" is just "k smallest keys": one
@@ -45,11 +45,25 @@ def neighbour_table(descriptors: np.ndarray, k: int, block: int = 2048,
     for i, j in pairs:
         if check_interrupt is not None:
             check_interrupt()
-        sims = (x[i:i + block] @ x[j:j + block].T).numpy()
+        sims = _products(x[i:i + block], x[j:j + block])
         if i == j:
             np.fill_diagonal(sims, -np.inf)
         best.screen(i, j, sims)
     return best.table()
+
+
+def _products(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """a·bᵀ in float32. MKL sums a product of fewer than 16 rows, or of one column, in another
+    order (last bits differ; measured with torch 2.13's MKL 2024.2), so shorter blocks are padded
+    with zero rows: every similarity is then the same float32 number whichever block computes
+    it, in either order, and the same as in a full row of a block of at least 16 rows."""
+    rows, cols = a.shape[0], b.shape[0]
+    a, b = _at_least_16(a), _at_least_16(b)
+    return np.ascontiguousarray((a @ b.T).numpy()[:rows, :cols])
+
+
+def _at_least_16(a: torch.Tensor) -> torch.Tensor:
+    return a if a.shape[0] >= 16 else torch.cat([a, a.new_zeros(16 - a.shape[0], a.shape[1])])
 
 
 class _RunningBest:
