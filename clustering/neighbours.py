@@ -92,9 +92,7 @@ class _RunningBest:
         flat = np.flatnonzero(passing)
         values = sims.ravel()[flat]
         r, c = np.divmod(flat, width)
-        keep = values >= self.floor[i + r]
-        if i == j:
-            keep &= r != c  # an empty row's floor is -inf, which its own -inf would pass
+        keep = values >= self.floor[i + r]  # self (-inf) can pass a -inf floor: it is never kept
         self._add(i + r[keep], _keys(values[keep], (j + c[keep]).astype(np.uint64)))
         if i != j:
             keep = np.flatnonzero(values >= self.floor[j + c])
