@@ -109,20 +109,22 @@ def ram_child(n: int, chunk: int) -> dict:
             "extracted_MiB": round(chosen.numel() * 4 / 2**20, 1)}
 
 
-def _child(n, chunk, queue):
-    queue.put(ram_child(n, chunk))
+def _forked(work, *args):
+    """``work(*args)`` in a forked child (fresh peak-RSS counter, same code as this process)."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    proc = context.Process(target=lambda: queue.put(work(*args)))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
 
 
 def peak_ram(ns, chunk: int) -> list[dict]:
-    """Each N in a forked child (fresh peak-RSS counter, same code as this process)."""
+    """Each N in a forked child."""
     rows = []
-    context = multiprocessing.get_context("fork")
     for n in ns:
-        queue = context.Queue()
-        proc = context.Process(target=_child, args=(n, chunk, queue))
-        proc.start()
-        rows.append(queue.get())
-        proc.join()
+        rows.append(_forked(ram_child, n, chunk))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -174,22 +176,13 @@ def platform_child(n: int, noise: float) -> list[dict]:
     return [row, table]
 
 
-def _platform_child(n, noise, queue):
-    queue.put(platform_child(n, noise))
-
-
 def platform(ns, noise: float) -> list[dict]:
     """Each N in a forked child, like :func:`peak_ram`."""
     rows = []
-    context = multiprocessing.get_context("fork")
     for n in ns:
-        queue = context.Queue()
-        proc = context.Process(target=_platform_child, args=(n, noise, queue))
-        proc.start()
-        for row in queue.get():
+        for row in _forked(platform_child, n, noise):
             rows.append(row)
             print(json.dumps(row), flush=True)
-        proc.join()
     return rows
 
 
