@@ -19,6 +19,10 @@ Stopped runs resume: every chunk of ``--batch-size`` generated images is saved i
 (after Ctrl-C, a killed job, a full disk) generates only the missing images and ends with the
 report an uninterrupted run gives. Images saved with other settings or files are refused, not
 mixed in: use a fresh ``--out`` or ``--restart``.
+
+On a Ray cluster: ``--ray [ADDRESS]`` runs every (model, shard) step on the cluster's workers and
+merges each model there once its shards exist (:mod:`.ray_audit`); the summary and the exit
+status are this command's.
 """
 from __future__ import annotations
 
@@ -85,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     dist = p.add_argument_group("distribution")
     dist.add_argument("--shard", metavar="I/N", help="generate only shard I of N (0-based), save, stop")
     dist.add_argument("--merge", action="store_true", help="cluster and score the union of saved shards")
+    dist.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                      help="run the shards and merges on a Ray cluster (ADDRESS, else $RAY_ADDRESS, the "
+                           "cluster started last on this machine, or a new local one); needs finextract[ray]")
+    dist.add_argument("--shards", type=int, metavar="K",
+                      help="with --ray: shards per model (default: one per 250 images)")
+    dist.add_argument("--workers", type=int, metavar="W",
+                      help="with --ray: workers to start (default: one per GPU of the cluster, one per CPU with --cpu)")
     verdict = p.add_argument_group("verdict")
     verdict.add_argument("--tau", type=float, default=0.6, help="similarity threshold of A-ESR")
     verdict.add_argument("--max-aesr", type=float, default=0.0,
@@ -95,9 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def finish(args, results: list[dict]) -> int:
+    """``summary.csv``/``summary.md`` of the audited models and the exit status (1 when some
+    model's A-ESR@τ is above ``--max-aesr``)."""
+    rows = summary_rows(results, args.tau, args.max_aesr)
+    print(write_summary(args.out, rows))
+    leaking = [r["model"] for r in rows if r["verdict"] == "LEAKS"]
+    if leaking:
+        print(f"A-ESR@{args.tau} above {args.max_aesr} for: {', '.join(leaking)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     specs = check(args)  # every input, all problems at once; nothing written before
+    if args.ray is not None:
+        from .ray_audit import run_on_ray  # imports Ray; this process never imports ComfyUI
+
+        return run_on_ray(args, specs)
     pipeline = AuditPipeline(args)  # imports ComfyUI: only once the arguments are sound
     results = []
     try:
@@ -111,8 +138,7 @@ def main(argv: list[str]) -> int:
                 print(f"finextract audit: stopped at {spec.name}:\n  " + str(exc).replace("\n", "\n  ") +
                       f"\n  the models before it are audited in {args.out}", file=sys.stderr)
                 return 2
-            if result is not None:
-                results.append(result)
+            results.append(result)
     except KeyboardInterrupt:  # outside generation, which says itself how many images it kept
         print(f"\ninterrupted: the images generated so far are kept in {args.out}; "
               "run the same command to resume", file=sys.stderr)
@@ -121,10 +147,4 @@ def main(argv: list[str]) -> int:
         print(f"shard {args.shard[0]}/{args.shard[1]} saved for {len(specs)} model(s); "
               f"run with --merge once every shard is in {args.out}", file=sys.stderr)
         return 0
-    rows = summary_rows(results, args.tau, args.max_aesr)
-    print(write_summary(args.out, rows))
-    leaking = [r["model"] for r in rows if r["verdict"] == "LEAKS"]
-    if leaking:
-        print(f"A-ESR@{args.tau} above {args.max_aesr} for: {', '.join(leaking)}", file=sys.stderr)
-        return 1
-    return 0
+    return finish(args, results)

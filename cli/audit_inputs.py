@@ -9,6 +9,7 @@ passes; the output folder is probed for writing, not created.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import pathlib
 
 from .. import host
@@ -176,6 +177,23 @@ def _range_problems(args, n0s: dict[str, int]) -> list[str]:
     return problems
 
 
+def _ray_problems(args) -> list[str]:
+    """``--ray`` and its options: Ray installed, no hand-run ``--shard``/``--merge`` beside it,
+    counts positive."""
+    if args.ray is None:
+        return [f"--{flag}: only with --ray (a hand-run split is --shard i/n, then --merge)"
+                for flag in ("shards", "workers") if getattr(args, flag) is not None]
+    problems = []
+    if importlib.util.find_spec("ray") is None:
+        problems.append("--ray: Ray is not installed in this Python environment; install it with "
+                        "pip install 'finextract[ray]' (or pip install 'ray>=2.9')")
+    problems += [f"--ray with --{flag}: --ray runs every shard and the merge itself; leave --{flag} out"
+                 for flag, given in (("shard", args.shard is not None), ("merge", args.merge)) if given]
+    problems += [f"--{flag} {value}: must be at least 1" for flag in ("shards", "workers")
+                 if (value := getattr(args, flag)) is not None and value < 1]
+    return problems
+
+
 def check(args) -> list[ModelSpec]:
     """The models to audit, once every input is sound; raises :class:`AuditArgumentError` listing
     every problem. Turns ``args.shard`` into ``(i, n)``."""
@@ -194,6 +212,7 @@ def check(args) -> list[ModelSpec]:
         if args.merge:
             problems.append("--shard and --merge: separate steps; generate each shard with --shard, "
                             "then run once with --merge")
+    problems += _ray_problems(args)
     if args.manifest is not None:
         given = [f"--{f}" for f in ("base", "train", "finetuned") if getattr(args, f) is not None]
         given += ["--lora"] if args.lora else []

@@ -17,7 +17,8 @@ from ..host import Library
 from ..modelfiles import LORA_SLOTS, NONE
 from . import UsageError, progress
 from .resume import GenerationStore
-from .shards import contiguous_runs, generation_indices, load_generation, run_identity, save_generation
+from .shards import (contiguous_runs, generation_indices, load_generation, run_identity, save_generation, shard_path,
+                     shard_run)
 
 
 @dataclass
@@ -57,6 +58,9 @@ class AuditPipeline:
         self.comfy = Library(args.comfyui, cpu=args.cpu, output_dir=args.out)
         self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
         self.check_choices()
+        self.loaded = None
+        """(files, pair) of the last model loaded: a worker of ``--ray`` takes several shards of one
+        model in turn and loads its files once (a single-machine run loads each model once anyway)."""
 
     def check_choices(self) -> None:
         """``--sampler`` and ``--scheduler`` among the sampler node's options: ComfyUI's own lists,
@@ -73,7 +77,12 @@ class AuditPipeline:
 
     def load_pair(self, spec: ModelSpec):
         """The Dual Model Loader on the spec's files; its refusals (families, same file, a LoRA that
-        does not fit) become a :class:`UsageError` naming the model."""
+        does not fit) become a :class:`UsageError` naming the model. The pair of the model loaded
+        last is reused; another model's replaces it (dropped first: one pair in memory at a time)."""
+        files = (spec.base, spec.finetuned, tuple(spec.loras))
+        if self.loaded is not None and self.loaded[0] == files:
+            return self.loaded[1]
+        self.loaded = None
         slots = {}
         for i in range(1, LORA_SLOTS + 1):
             lora = spec.loras[i - 1] if i <= len(spec.loras) else None
@@ -81,11 +90,13 @@ class AuditPipeline:
             slots[f"strength_{i}"] = lora[1] if lora else 1.0
         finetuned = self.comfy.register_file("checkpoints", spec.finetuned) if spec.finetuned else NONE
         try:
-            return self.comfy.run("FineXtractDualModelLoader",
+            pair = self.comfy.run("FineXtractDualModelLoader",
                                   base_checkpoint=self.comfy.register_file("checkpoints", spec.base),
                                   finetuned_checkpoint=finetuned, **slots)
         except ValueError as exc:  # the loader's refusals are plain ValueErrors (nodes/pair.py says why)
             raise UsageError(f"{spec.name}: {exc}") from exc
+        self.loaded = (files, pair)
+        return pair
 
     def sampler_settings(self, spec: ModelSpec) -> dict:
         """The sampler node's inputs that decide the images (besides models and conditioning)."""
@@ -93,15 +104,20 @@ class AuditPipeline:
         return dict(seed=a.seed, steps=a.steps, sampler_name=a.sampler, scheduler=a.scheduler, width=a.size,
                     height=a.size, method=a.method, w=a.w if a.w is not None else (5.0 if spec.loras else 3.0), k=a.k)
 
+    def identity(self, spec: ModelSpec, pair, n: int) -> dict:
+        """The run's identity (:func:`.shards.run_identity`): what saved chunks and shards are checked against."""
+        a = self.args
+        record = self.comfy.nodes["FineXtractModelGuidanceSampler"].record(
+            pair[0], pair[1], start=0, count=n, batch_size=a.batch_size, **self.sampler_settings(spec))
+        return run_identity(record, n, spec.caption)
+
     def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
-        """Latents of images ``indices`` of the run, and the run's identity. Every chunk of
-        ``--batch-size`` images is saved as it is made (:mod:`.resume`); chunks a stopped run
-        saved are loaded instead of made again."""
+        """Latents of images ``indices`` of the run, the run's identity, and how many images this
+        call made. Every chunk of ``--batch-size`` images is saved as it is made (:mod:`.resume`);
+        chunks a stopped run saved are loaded instead of made again."""
         base, finetuned, clip, _vae, _report, base_clip = pair
         a, settings = self.args, self.sampler_settings(spec)
-        sampler = self.comfy.nodes["FineXtractModelGuidanceSampler"]
-        record = sampler.record(base, finetuned, start=0, count=n, batch_size=a.batch_size, **settings)
-        store = GenerationStore(a.out / spec.name / "generation", run_identity(record, n, spec.caption))
+        store = GenerationStore(a.out / spec.name / "generation", self.identity(spec, pair, n))
         if a.restart and (discarded := store.discard()):
             print(f"  --restart: discarded {discarded} saved chunk(s) in {store.folder}", file=sys.stderr)
         kept = store.load(indices)
@@ -139,10 +155,13 @@ class AuditPipeline:
             raise SystemExit(130) from None
         finally:
             bar.close()  # closing twice is harmless
-        return torch.stack([kept[i] for i in indices]), store.identity
+        return torch.stack([kept[i] for i in indices]), store.identity, len(missing)
 
-    def audit(self, spec: ModelSpec) -> dict | None:
-        """Generate (or merge shards), cluster, score; None for a ``--shard`` step."""
+    def audit(self, spec: ModelSpec) -> dict:
+        """Generate (or merge shards), cluster, score: the model's result. A ``--shard`` step
+        stops after saving its shard, returning ``{"name", "shard", "made", "kept"}``: how many
+        images it generated, and whether the shard file was there already, saved by an earlier
+        run of the same command (then it is kept untouched and nothing is generated)."""
         a = self.args
         out = a.out / spec.name
         training = spec.training_images()
@@ -157,11 +176,14 @@ class AuditPipeline:
             except ValueError as exc:  # shards of other runs, missing or duplicated, not shards
                 raise UsageError(f"{spec.name}: --merge: {exc}") from exc
         else:
-            latents, run = self.generate(spec, pair, n, generation_indices(n, a.shard))
+            if a.shard and shard_run(path := shard_path(out, a.shard)) == self.identity(spec, pair, n):
+                print(f"  {path} saved by an earlier run of this command: kept", file=sys.stderr)
+                return {"name": spec.name, "shard": a.shard, "made": 0, "kept": True}
+            latents, run, made = self.generate(spec, pair, n, generation_indices(n, a.shard))
             if a.shard:
                 path = save_generation(out, latents, run, a.shard)
                 print(f"  saved {path}", file=sys.stderr)
-                return None
+                return {"name": spec.name, "shard": a.shard, "made": made, "kept": False}
         return self.score(spec, pair[3], {"samples": latents, "finextract": run}, n0, n)
 
     def score(self, spec: ModelSpec, vae, latent: dict, n0: int, n: int) -> dict:

@@ -68,6 +68,24 @@ class Bar(tqdm):
         """Move to ``done`` units of the core's count (``done / scale`` things)."""
         self.update(done / self.scale - self.n)
 
+    def note(self, text: str) -> None:
+        """A line of its own beside the bar (an event of the job): above the bar on a terminal,
+        between the bar's lines in a log."""
+        if self.terminal:
+            self.write(text, file=self.fp)
+        else:
+            self.fp.write(("\n" if self._lines else "") + text)
+            self.fp.flush()
+            self._lines += 1
+
+    def found_done(self, things: float) -> None:
+        """Count ``things`` found done once the bar runs (shards an earlier run saved, which a
+        cluster's workers report one by one): like ``initial``, they move the count but stay out
+        of the rate and the time left; the next line shows them."""
+        self.n += things
+        self.initial += things
+        self.last_print_n += things  # nor in tqdm's moving average of the rate
+
 
 def bar(label: str, total: float, unit: str = "images", initial: float = 0, scale: float = 1,
         file=None) -> Bar:

@@ -86,6 +86,16 @@ def load_shard(path: pathlib.Path) -> Shard:
     return Shard(latents, indices, json.loads(metadata["run"]), int(metadata["shard"]), int(metadata["num_shards"]))
 
 
+def shard_run(path: pathlib.Path) -> dict | None:
+    """The run identity a shard file was saved with, read from its header alone (no tensors);
+    None when there is no such file or it is not a whole shard file (a re-run then makes it)."""
+    try:
+        metadata = check_safetensors(path).get("__metadata__") or {}
+    except (OSError, ValueError):
+        return None
+    return json.loads(metadata["run"]) if metadata.get("format") == FORMAT else None
+
+
 def merge_shards(paths) -> tuple[torch.Tensor, dict]:
     """Latents of the whole run in image order, and the run's parameters. Refuses shards of
     different runs, duplicates, and an incomplete set (naming the missing shards)."""

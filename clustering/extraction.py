@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .descriptors import Descriptor, centre
-from .greedy_peeling import neighbour_table
+from .neighbours import neighbour_table
 from .threshold_search import ClusterResult, cluster
 
 Fetch = Callable[[Sequence[int]], object]

@@ -5,8 +5,8 @@ the exponential part is only the exact maximum clique. Here each clique is grown
 seed, and seeds are taken densest first, which is the classic greedy approximation of the same
 peeling:
 
-1. Once per run, a neighbour table: each image's ``k`` most similar images and their similarities,
-   computed in row blocks (memory O(N·k), never the N×N matrix; time O(N²·d) in BLAS).
+1. Once per run, a neighbour table (:mod:`.neighbours`): each image's ``k`` most similar images
+   and their similarities (memory O(N·k), never the N×N matrix; time O(N²·d/2) in BLAS).
 2. Per threshold φ: degree of each image = neighbours with sim ≥ φ. Seeds in order of degree
    (descending; ties to the smaller index). An unassigned seed's unassigned neighbours ≥ φ are
    candidates, in order of similarity to the seed; each is accepted if it is ≥ φ to every member
@@ -23,35 +23,10 @@ import math
 from typing import Callable
 
 import numpy as np
-import torch
 
 
 def default_neighbours(n: int, n0: int) -> int:
     return max(1, min(n - 1, max(64, 4 * math.ceil(n / max(n0, 1)))))
-
-
-def neighbour_table(descriptors: np.ndarray, k: int, block: int = 1024,
-                    check_interrupt: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's ``k`` nearest images (self excluded), sorted by similarity descending with
-    ties to the smaller index: (indices int64 N×k, similarities float32 N×k). Which of several
-    images tied exactly at the k-th place enters the table is torch.topk's (deterministic) choice."""
-    x = torch.from_numpy(np.ascontiguousarray(descriptors, dtype=np.float32))
-    n = x.shape[0]
-    k = min(k, n - 1)
-    indices = np.zeros((n, k), dtype=np.int64)
-    sims = np.zeros((n, k), dtype=np.float32)
-    for start in range(0, n, block):
-        if check_interrupt is not None:
-            check_interrupt()
-        stop = min(n, start + block)
-        s = x[start:stop] @ x.T
-        s[torch.arange(stop - start), torch.arange(start, stop)] = -math.inf
-        values, idx = torch.topk(s, k, dim=1)
-        values, idx = values.numpy(), idx.numpy()
-        order = np.lexsort((idx, -values), axis=1)  # equal similarities: smaller index first
-        indices[start:stop] = np.take_along_axis(idx, order, axis=1)
-        sims[start:stop] = np.take_along_axis(values, order, axis=1)
-    return indices, sims
 
 
 def peel_greedy(descriptors: np.ndarray, table: tuple[np.ndarray, np.ndarray], phi: float,
@@ -77,11 +52,14 @@ def peel_greedy(descriptors: np.ndarray, table: tuple[np.ndarray, np.ndarray], p
         if len(cand):
             x = descriptors[cand]
             compatible_rows = (x @ x.T) >= phi
-            compatible = np.ones(len(cand), dtype=bool)
-            for j in range(len(cand)):
-                if compatible[j]:
-                    members.append(int(cand[j]))
-                    compatible &= compatible_rows[j]
+            if compatible_rows.all():  # already a clique (a memorised image's samples): all join,
+                members.extend(cand.tolist())  # as the loop below would take them one by one
+            else:
+                compatible = np.ones(len(cand), dtype=bool)
+                for j in range(len(cand)):
+                    if compatible[j]:
+                        members.append(int(cand[j]))
+                        compatible &= compatible_rows[j]
         assigned[members] = True
         cliques.append(sorted(members))
     return cliques

@@ -34,7 +34,8 @@ import torch
 
 from .central_image import central_image, mean_internal_similarity, rank_key
 from .cliques import peel_cliques
-from .greedy_peeling import default_neighbours, neighbour_table, peel_greedy
+from .greedy_peeling import default_neighbours, peel_greedy
+from .neighbours import neighbour_table
 
 MODES = ("fast", "faithful")
 

@@ -129,11 +129,10 @@ class TrainingCheckpoint:
         self.extra = extra or dict
         self.saved: dict | None = None
         if resume and self.path.is_file():
+            from ..cli.resume import differences  # the audit's resume names differing runs the same way
             saved = torch.load(self.path, weights_only=False)
-            differs = {k: (saved["identity"].get(k), v) for k, v in identity.items() if saved["identity"].get(k) != v}
-            if differs:
-                raise ValueError(f"{self.path} holds another run ({', '.join(f'{k} {a!r} saved, {b!r} now' for k, (a, b) in differs.items())}); "
-                                 "drop --resume to start afresh")
+            if differs := differences(saved["identity"], identity):
+                raise ValueError(f"{self.path} holds another run ({differs}); drop --resume to start afresh")
             self.saved = saved
         self._last = time.monotonic()
 

@@ -8,6 +8,7 @@ a LoRA of which less than :data:`MIN_APPLIED_FRACTION` of the tensors found a la
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable, Mapping
 
 MIN_APPLIED_FRACTION = 0.5
@@ -70,3 +71,28 @@ def low_rank_change(up_shape, down_shape, mid_shape=None) -> tuple[int, int] | N
 def as_matrix(shape) -> tuple[int, int]:
     """A weight's shape flattened as a LoRA changes it: (rows, product of the rest)."""
     return shape[0], math.prod(shape[1:])
+
+
+LORA_FAMILIES = (
+    # (family, a pattern only that family's LoRA keys contain): checked in this order
+    ("Qwen-Image", re.compile(r"(img|txt)_mlp[._]net[._]|(img|txt)_mod[._]1")),
+    ("Wan", re.compile(r"(^|[._])blocks[._]\d+[._](cross_attn|self_attn)[._]")),
+    ("FLUX", re.compile(r"(double|single)_blocks[._]\d+[._]|single_transformer_blocks[._]\d+[._]|"
+                        r"transformer_blocks[._]\d+[._](attn[._]add_q_proj|ff_context)")),
+    ("SD3", re.compile(r"joint_blocks[._]\d+[._]")),
+    ("SDXL", re.compile(r"lora_te2_|text_encoder_2[._]|input_blocks[._][78][._]1[._]transformer_blocks[._][1-9]")),
+)
+"""Spellings that tell which model family a LoRA was made for, when it does not fit the base: the
+trainers' key names (kohya ``lora_unet_double_blocks_…``, diffusers ``transformer.…``, PEFT) carry
+the family's own block names. Only consulted to explain a refusal; None when no pattern matches."""
+
+
+def lora_family(tensor_keys: Iterable[str]) -> tuple[str, str] | tuple[None, None]:
+    """(family, the first key that shows it) of the first family in :data:`LORA_FAMILIES` one of
+    whose patterns a key matches, or (None, None)."""
+    keys = sorted(tensor_keys)
+    for family, pattern in LORA_FAMILIES:
+        for key in keys:
+            if pattern.search(key):
+                return family, key
+    return None, None

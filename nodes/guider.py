@@ -32,7 +32,10 @@ def model_inputs() -> list:
         io.Model.Input("base", tooltip="The pretrained (base) model, from FineXtract Dual Model Loader."),
         io.Model.Input("finetuned", tooltip="The fine-tuned model under audit (full checkpoint or base + LoRA)."),
         io.Conditioning.Input("positive", tooltip="The training caption (or a recovered one), encoded with the fine-tuned CLIP."),
-        io.Conditioning.Input("negative", tooltip="The empty prompt; for finextract encode it with the base CLIP."),
+        io.Conditioning.Input("negative", tooltip=(
+            "The empty prompt; for finextract encode it with the base CLIP. FLUX.1-dev: give it "
+            "FluxGuidance at the caption's value (ComfyUI uses 3.5 when absent): the distilled model's "
+            "unconditional estimate (docs/guidance.md).")),
     ]
 
 
@@ -46,7 +49,7 @@ def method_inputs() -> list:
 
 
 W_TOOLTIP = ("w': guidance scale (paper default 3.0 for a full fine-tune; 5.0 is the paper's "
-             "default for LoRA fine-tunes)")
+             "default for LoRA fine-tunes of SD1.x/SDXL; 3.0 for FLUX.1-dev LoRAs, paper App. H)")
 K_TOOLTIP = "k: correction on the base model's unconditional noise (Eq. 13; paper default -0.02)"
 METHOD_TOOLTIP = ("finextract: model guidance, fine-tuned model on the caption vs the base model on "
                   "the empty prompt (Eq. 13); cfg: classifier-free guidance on the fine-tuned model "

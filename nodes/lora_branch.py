@@ -5,6 +5,9 @@ chunk), read by an APPLY_MODEL wrapper."""
 from __future__ import annotations
 
 import contextlib
+import logging
+
+import torch
 
 import comfy.lora
 import comfy.utils
@@ -29,21 +32,31 @@ def extra_patches(base, finetuned) -> dict:
     return extra
 
 
-def _low_rank(patch) -> LowRankDelta | None:
-    """The patch as up @ down * scale if it is a plain LoRA, as ComfyUI would add it."""
+def _low_rank(module, patch) -> LowRankDelta | None:
+    """The patch as up @ down * scale if it is a plain LoRA, as ComfyUI would add it: on the whole
+    weight, or on a run of a Linear's output rows (ComfyUI's ``offset`` (0, start, count): a LoRA
+    of one projection of a fused weight, as diffusers spells FLUX and SD3 LoRAs)."""
     strength, adapter, strength_model, offset, function = patch
     if not isinstance(adapter, comfy.weight_adapter.LoRAAdapter):
         return None
     up, down, alpha, mid, dora_scale, reshape = adapter.weights
-    if any(v is not None for v in (mid, dora_scale, reshape, offset, function)) or strength_model != 1.0:
+    if any(v is not None for v in (mid, dora_scale, reshape, function)) or strength_model != 1.0:
         return None
-    return LowRankDelta(up, down, strength * (alpha / down.shape[0] if alpha is not None else 1.0))
+    rows = None
+    if offset is not None:
+        if offset[0] != 0 or not isinstance(module, torch.nn.Linear):
+            return None
+        rows = (offset[1], offset[2])
+    return LowRankDelta(up, down, strength * (alpha / down.shape[0] if alpha is not None else 1.0), rows=rows)
 
 
 def _deltas(module, key: str, patches: list) -> list:
-    low = [_low_rank(p) for p in patches]
+    low = [_low_rank(module, p) for p in patches]
     if not key.endswith(".bias") and all(d is not None for d in low):
         return low
+    logging.info("FineXtract: %s gets the LoRA as a dense weight change (%s): exact, as costly as the "
+                 "layer itself", key, "a bias" if key.endswith(".bias") else
+                 "not a plain low-rank patch: LoHa, LoKr, DoRA, a diff or a sliced convolution")
     original = getattr(module, key.rsplit(".", 1)[1]).detach().float()
     delta = comfy.lora.calculate_weight(patches, original.clone(), key) - original
     return [DenseDelta(delta, bias=key.endswith(".bias"))]

@@ -36,8 +36,28 @@ import comfy.weight_adapter
 import folder_paths
 
 from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors, as_matrix,
-                          compare_files, component_norms, describe, file_record, lora_delta,
+                          compare_files, component_norms, describe, file_record, lora_delta, lora_family,
                           low_rank_change, model_file_problem, squared_norm, with_diffusers_aliases)
+
+FAMILIES = {"SD15": "SD1.x", "SD20": "SD2.x", "SDXL": "SDXL", "SD3": "SD3", "Flux": "FLUX", "MiniPixel": "miniature"}
+"""The model families this pack handles: ComfyUI's name of each (its ``supported_models`` class,
+as ``model_detection`` returns it) → the name people and :func:`..modelfiles.lora_family` use. SDXL
+includes its descendants (Pony, Illustrious, NoobAI: ComfyUI detects them as SDXL, ε or
+v-prediction); Flux is FLUX.1-dev (guidance-distilled; schnell is ``FluxSchnell``); SD3 covers
+SD3.5. What was verified for each, and how: the README's family table. A base of another family
+is refused: guidance on it has not been checked."""
+
+
+TEXT_ENCODER_PREFIXES = {"SDXL": ["conditioner.embedders."]}
+"""Where a checkpoint of the family keeps its text encoders, where ComfyUI's config does not say:
+its ``SDXL`` class inherits ``text_encoder_key_prefix = ["cond_stage_model."]`` but reads (its own
+``process_clip_state_dict``) and saves CLIP-L and CLIP-G under ``conditioner.embedders.``. Without
+this a LoRA's text-encoder change is unmeasured and a full fine-tune's is missed (the pair would
+run the base's CLIP)."""
+
+
+def _handled() -> str:
+    return ", ".join(v for v in FAMILIES.values() if v != "miniature")
 
 
 @dataclasses.dataclass
@@ -71,16 +91,27 @@ def _family(sd: dict, name: str, what: str) -> tuple[str, dict]:
     config = comfy.model_detection.model_config_from_unet(sd, prefix)
     if config is None:
         raise ValueError(f"{what} {name!r}: ComfyUI recognises no diffusion model in it")
-    return type(config).__name__, {UNET: [prefix], TEXT_ENCODER: list(config.text_encoder_key_prefix)}
+    family = type(config).__name__
+    if family not in FAMILIES:
+        raise ValueError(f"{what} {name!r} is a {family} model (ComfyUI's name for its family), a "
+                         f"family this pack does not handle: its guidance has not been verified. "
+                         f"Handled: {_handled()}.")
+    return family, {UNET: [prefix], TEXT_ENCODER: TEXT_ENCODER_PREFIXES.get(family, list(config.text_encoder_key_prefix))}
 
 
-def _load(sd: dict, metadata, name: str):
+def _load(sd: dict, metadata, name: str, vae: bool = True, clip: bool = True):
     model, clip, vae, _ = comfy.sd.load_state_dict_guess_config(
-        sd, output_vae=True, output_clip=True,
+        sd, output_vae=vae, output_clip=clip,
         embedding_directory=folder_paths.get_folder_paths("embeddings"), metadata=metadata)
     if model is None:
         raise ValueError(f"checkpoint {name!r} holds no diffusion model")
     return model, clip, vae
+
+
+def _weight_key(target) -> str:
+    """The weight a patch target names: ComfyUI keys a patch on a run of a fused weight's rows (a
+    diffusers FLUX/SD3 ``to_q`` of ``qkv``) as ``(key, (dim, start, count))``."""
+    return target[0] if isinstance(target, tuple) else target
 
 
 def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, set]:
@@ -88,7 +119,7 @@ def _lora_change(patches: dict, reached: set, strength: float) -> tuple[dict, se
     components with an update this pack does not measure (LoHa, LoKr, OFT, DoRA, "set")."""
     delta, unmeasured = dict.fromkeys(COMPONENTS, 0.0), set()
     for target in sorted(reached, key=str):  # a fixed order: the float sum is then the same in every process
-        component = UNET if target.startswith("diffusion_model.") else TEXT_ENCODER
+        component = UNET if _weight_key(target).startswith("diffusion_model.") else TEXT_ENCODER
         patch = patches[target]
         if isinstance(patch, comfy.weight_adapter.LoRAAdapter) and patch.weights[4] is None:
             up, down, alpha, mid = patch.weights[:4]
@@ -129,9 +160,22 @@ def _check_shapes(patches: dict, lora: dict, model, clip, base_name: str, name: 
                 f"use the LoRA trained on this base.")
 
 
-def _apply_lora(model, clip, base_name: str, base_norms: dict, name: str, strength: float):
+def _lora_family_hint(keys, base_family: str) -> str:
+    """Why a LoRA may not fit: the family its key spelling names, if it is another one."""
+    family, example = lora_family(keys)
+    if family is None or family == FAMILIES[base_family]:
+        return ("It was probably made for another model family, or uses a key spelling ComfyUI "
+                "does not know.")
+    if family not in FAMILIES.values():
+        return (f"Its keys are spelled as for a {family} LoRA (e.g. {example}), a family this pack "
+                f"does not handle (handled: {_handled()}).")
+    return f"Its keys are spelled as for a {family} LoRA (e.g. {example}): load it with a {family} base."
+
+
+def _apply_lora(model, clip, base_name: str, family: str, base_norms: dict, name: str, strength: float):
     """ComfyUI's load_lora_for_models, counting what applied instead of only logging it."""
     path, lora, _ = _read("loras", name, "LoRA")
+    keys = list(lora)
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     if clip is not None:
         key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
@@ -150,10 +194,9 @@ def _apply_lora(model, clip, base_name: str, base_norms: dict, name: str, streng
     if total == 0 or len(applied) < MIN_APPLIED_FRACTION * total:
         missing = sorted(set(lora) - set(applied))[:3]
         raise ValueError(
-            f"LoRA {name!r} does not fit base checkpoint {base_name!r}: {len(applied)} of {total} "
-            f"tensors reached a layer (at least {MIN_APPLIED_FRACTION:.0%} required), e.g. "
-            f"unmatched {missing}. It was probably made for another model family, or uses a key "
-            f"spelling ComfyUI does not know.")
+            f"LoRA {name!r} does not fit base checkpoint {base_name!r} ({FAMILIES[family]}): "
+            f"{len(applied)} of {total} tensors reached a layer (at least {MIN_APPLIED_FRACTION:.0%} "
+            f"required), e.g. unmatched {missing}. {_lora_family_hint(keys, family)}")
     delta, unmeasured = _lora_change(patches, reached, strength)
     if not unmeasured and not any(delta.values()):
         why = ("strength 0 turns it off (pick 'none' to leave a slot empty)" if strength == 0 else
@@ -164,7 +207,7 @@ def _apply_lora(model, clip, base_name: str, base_norms: dict, name: str, streng
             f"{base_name!r}: {why}. Guidance between the base and it extracts nothing.")
     change = {c: None if c in unmeasured or (delta[c] and not base_norms[c]) else
               (delta[c] / base_norms[c]) ** 0.5 if delta[c] else 0.0 for c in COMPONENTS}
-    te_layers = sum(1 for key in reached if not key.startswith("diffusion_model."))
+    te_layers = sum(1 for key in reached if not _weight_key(key).startswith("diffusion_model."))
     record = file_record(path, name, strength=strength, tensors_applied=len(applied),
                          tensors_total=total, unet_layers=len(reached) - te_layers,
                          text_encoder_layers=te_layers, change=change)
@@ -202,12 +245,17 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
                              f"tensors only one of them has, or metadata). Guidance between "
                              f"identical models extracts nothing")
         finetune["change"] = change.relative()
+        # The fine-tune first, and only what it changes (its VAE is unused; a text encoder it
+        # left as the base's is the base's CLIP), each state dict dropped once its model is
+        # built: the peak no longer holds both files' tensors beside both full models (with
+        # SDXL's 818 M-parameter text encoders kept, one fp16 state dict and one CLIP less).
+        finetuned, clip, _ = _load(ft_sd, ft_meta, finetuned_name, vae=False,
+                                   clip=bool(finetune["change"][TEXT_ENCODER]))
+        del ft_sd
     base, base_clip, vae = _load(base_sd, base_meta, base_name)
     del base_sd
     if finetuned_name is not None:
-        finetuned, clip, _ = _load(ft_sd, ft_meta, finetuned_name)
-        del ft_sd
-        if clip is None or base_clip is None or not finetune["change"][TEXT_ENCODER]:
+        if clip is None or base_clip is None:
             clip = base_clip
         lines.append(f"fine-tune: full checkpoint {finetuned_name} ({family}, sha256 "
                      f"{finetune['sha256'][:12]}); {describe(finetune['change'])}")
@@ -215,7 +263,7 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
         finetuned, clip, records = base, base_clip, []
         base_norms = component_norms(base_path, prefixes)
         for name, strength in loras:
-            finetuned, clip, record = _apply_lora(finetuned, clip, base_name, base_norms, name, strength)
+            finetuned, clip, record = _apply_lora(finetuned, clip, base_name, family, base_norms, name, strength)
             records.append(record)
             lines.append(f"LoRA {name} x{strength:g}: {record['tensors_applied']}/"
                          f"{record['tensors_total']} tensors applied ({record['unet_layers']} UNet "

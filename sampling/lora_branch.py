@@ -27,15 +27,17 @@ class LowRankDelta:
     accumulated into the layer's output in place (two kernels per layer: the branch must stay
     cheap next to the layer even when small kernels are slow, as on a busy CPU)."""
 
-    def __init__(self, up: torch.Tensor, down: torch.Tensor, scale: float):
-        self.up, self.down, self.scale = up, down, scale
+    def __init__(self, up: torch.Tensor, down: torch.Tensor, scale: float, rows: tuple[int, int] | None = None):
+        """``rows = (start, count)``: the change covers only those output rows of a Linear's weight
+        (a LoRA on one projection of a fused weight, e.g. diffusers' ``to_q`` of FLUX's ``qkv``)."""
+        self.up, self.down, self.scale, self.rows = up, down, scale, rows
         self.cache: dict = {}
 
     def _factors(self, module, x):
         slot = (x.device, x.dtype)
         if slot not in self.cache:
             shape = module.weight.shape
-            up = (self.scale * self.up.float()).reshape(shape[0], -1)
+            up = (self.scale * self.up.float()).reshape(self.up.shape[0], -1)
             down = self.down.float().reshape(self.down.shape[0], *shape[1:])
             if isinstance(module, torch.nn.Conv2d):
                 self.cache[slot] = (up[..., None, None].to(*slot), down.to(*slot))
@@ -48,9 +50,12 @@ class LowRankDelta:
         up, down = self._factors(module, x)
         if isinstance(module, torch.nn.Conv2d):
             out += F.conv2d(F.conv2d(x, down, None, module.stride, module.padding, module.dilation), up)
-        else:
+        elif self.rows is None:
             flat = out.view(-1, out.shape[-1])
             flat.addmm_(x.reshape(-1, x.shape[-1]) @ down, up)
+        else:
+            start, count = self.rows
+            out[..., start:start + count] += (x @ down) @ up
 
 
 class DenseDelta:

@@ -100,10 +100,29 @@ def test_sound_inputs_pass_the_check(files):
     (["--max-aesr", "-1"], "--max-aesr -1: A-ESR is a fraction"),
     (["--lora", "x.safetensors:strong"], "--lora x.safetensors:strong: strength 'strong' is not a number"),
     (["--merge"], "--merge: no shard files in"),
+    (["--ray", "--shard", "0/2"], "--ray with --shard: --ray runs every shard and the merge itself"),
+    (["--ray", "--merge"], "--ray with --merge: --ray runs every shard and the merge itself"),
+    (["--ray", "--shards", "0"], "--shards 0: must be at least 1"),
+    (["--shards", "4"], "--shards: only with --ray"),
+    (["--workers", "2"], "--workers: only with --ray"),
 ])
 def test_each_bad_argument_alone(files, capsys, bad, expected):
     assert audit(files, *bad) == 2
     assert expected in refusal(capsys)
+    assert not (files / "out").exists()
+
+
+def test_ray_asked_for_where_it_is_not_installed(files):
+    """``--ray`` in an environment without Ray (``sys.modules["ray"] = None`` is Python's own way
+    of making a package unimportable): refused with the install command, before any work."""
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.modules['ray'] = None\n"
+                           "from finextract.__main__ import main; sys.exit(main(sys.argv[1:]))",
+                           "audit", "--comfyui", str(files / "ComfyUI"), "--base", str(files / "base.safetensors"),
+                           "--lora", str(files / "lora.safetensors"), "--train", str(files / "train"),
+                           "--out", str(files / "out"), "--ray"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("--ray: Ray is not installed in this Python environment; install it with pip install "
+            "'finextract[ray]'") in proc.stderr
     assert not (files / "out").exists()
 
 

@@ -115,3 +115,24 @@ def test_a_stage_is_timed_from_the_end_of_the_one_before():
         "demo: embed: 0/4 images", "demo: embed: 4/4 images", "demo: cluster: 0/5 thresholds",
         "demo: cluster: 5/5 thresholds"]
     assert rates == [pytest.approx(4 / 0.4, rel=0.2), pytest.approx(5 / 0.4, rel=0.2)]
+
+
+def test_work_found_done_counts_but_stays_out_of_the_rate_and_notes_are_whole_lines(monkeypatch):
+    """The Ray driver's bar of shards: shards an earlier run saved come back at once, one by one;
+    they move the count but not the rate (6 found with 2 made in 0.4 s: about 5 shards/s, not
+    20), and an event line between the bar's lines stays a line of its own."""
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    log = io.StringIO()
+    bar = progress.bar("ray: shards done", 10, unit="shards", file=log)
+    time.sleep(0.2)
+    bar.update(1)
+    bar.found_done(6)
+    bar.note("  cat: merged")
+    time.sleep(0.2)
+    bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "  cat: merged" in lines and "" not in lines, lines
+    assert lines[-1].startswith("ray: shards done: 8/10 shards ["), lines
+    after = [line for line in lines if line.startswith("ray: shards done: 8/10")]  # the update's line and the close's
+    assert len(after) == 2 and all(2 < float(line.split(" shards/s]")[0].rsplit(" ", 1)[-1]) < 8 for line in after), lines

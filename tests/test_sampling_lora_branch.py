@@ -86,3 +86,23 @@ def test_folded_batch_and_unsupported_modules_are_refused():
         net(torch.randn(4, 3, 2, 2))  # 4 rows where the forward announced 2
     with pytest.raises(ValueError, match="full checkpoint"):
         MaskedBranches({torch.nn.LayerNorm(4): []})
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("rows", [[0, 1], [0, 3]])  # a contiguous run of rows (a view), and not
+def test_branch_on_a_slice_of_output_rows_is_the_merged_slice(rows):
+    """A LoRA on one projection of a fused weight (diffusers' ``to_k`` of FLUX's ``qkv``: rows 3..5
+    of a 9-row weight here) equals merging ``up @ down`` into those rows alone."""
+    g = torch.Generator().manual_seed(4)
+    lin = torch.nn.Linear(6, 9)
+    down, up = torch.randn(2, 6, generator=g), torch.randn(3, 2, generator=g)
+    ft = copy.deepcopy(lin)
+    ft.weight[3:6] += 0.7 * up @ down
+    x = torch.randn(4, 5, 6, generator=g)
+    branches = MaskedBranches({lin: [LowRankDelta(up, down, 0.7, rows=(3, 3))]})
+    with branches.installed(), branches.selecting(rows, 4, x.device):
+        out = lin(x)
+    others = [r for r in range(4) if r not in rows]
+    assert torch.allclose(out[rows], ft(x[rows]), atol=1e-5)
+    assert torch.equal(out[others], lin(x[others]))
+    assert not torch.allclose(out[rows], lin(x[rows]), atol=1e-3)

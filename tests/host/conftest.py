@@ -29,6 +29,7 @@ Usage in a test::
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -55,6 +56,9 @@ def _load_sibling(name: str):
 
 
 sd15_models = _load_sibling("sd15_models")
+family_builder = _load_sibling("family_models")
+graphs = _load_sibling("guidance_graphs")
+prompts = _load_sibling("workflow_prompts")
 if "COMFYUI_PATH" not in os.environ and host.comfyui_path() is not None:
     # what host.comfyui_path() found, for the tests and subprocesses that read the variable
     os.environ["COMFYUI_PATH"] = str(host.comfyui_path())
@@ -178,6 +182,17 @@ class ComfyClient:
     def interrupt(self):
         self._request("/interrupt", {})
 
+    def free(self):
+        """Drop ComfyUI's cached node outputs and loaded models (POST /free), before the next
+        prompt: ComfyUI keeps a node's last outputs until a new run of it has finished, so a
+        loader given other files holds two pairs at once (the families' SDXL pairs: over 8 GB).
+        The queue worker reads /free's flags between prompts, hence the model-free prompt after."""
+        status, body = self._request("/free", {"unload_models": True, "free_memory": True})
+        if status != 200:
+            raise HostError(f"POST /free -> {status}: {body[:500]!r}")
+        self.run({"s": {"class_type": "PrimitiveString", "inputs": {"value": "free"}},
+                  "o": {"class_type": "PreviewAny", "inputs": {"source": ["s", 0]}}})
+
 
 class ModelFolder:
     def __init__(self, root: pathlib.Path):
@@ -209,6 +224,24 @@ def stock_txt2img_graph(ckpt_name: str, prompt: str, size: int, batch_size: int,
 def stock_txt2img():
     """:func:`stock_txt2img_graph`, for tests (conftest modules are not importable by name)."""
     return stock_txt2img_graph
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """``ray_cluster.py``: a local Ray cluster and the miniature manifest of the ``--ray`` tests."""
+    return _load_sibling("ray_cluster")
+
+
+@pytest.fixture(scope="session")
+def workflow_prompts():
+    """``workflow_prompts.py``: the shipped workflows as small prompts, and their reports."""
+    return prompts
+
+
+@pytest.fixture(scope="session")
+def guidance_graphs():
+    """``guidance_graphs.py``: graph pieces of the guidance value tests."""
+    return graphs
 
 
 @pytest.fixture(scope="session")
@@ -250,6 +283,37 @@ def comfy(comfy_models, tmp_path_factory):
             yield ComfyClient(server.url, server.log_path, server.base_dir)
     except host.HostError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def family_models() -> tuple[pathlib.Path, dict]:
+    """(folder, manifest) of ``family_models.py``'s SDXL ε/v, FLUX.1-dev and SD3.5 files."""
+    try:
+        folder = family_builder.model_folder(comfyui_path(), host.comfyui_python())
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    return folder, json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def family_comfy(family_models):
+    """Starts a ComfyUI of its own whose checkpoints, LoRAs and text encoders are the family files:
+    ``with family_comfy(base_dir) as client:``. ``test_families`` starts one per group of tests and
+    stops it after, as a stopped process gives back what ``ComfyClient.free`` cannot: after /free
+    the allocator keeps most of an SDXL pair (3.3 of 3.5 GB resident) and the next pair's peak
+    adds to it (an SDXL full pair: 7.9 GB after an SDXL LoRA pair, 6.9 GB in a fresh process)."""
+    models = {kind: family_models[0] / kind for kind in ("checkpoints", "loras", "text_encoders")}
+
+    @contextlib.contextmanager
+    def start(base_dir: pathlib.Path):
+        with contextlib.ExitStack() as stack:
+            try:
+                server = stack.enter_context(host.server(comfyui_path(), base_dir, model_folders=models))
+            except host.HostError as exc:
+                pytest.fail(str(exc))
+            yield ComfyClient(server.url, server.log_path, server.base_dir)
+
+    return start
 
 
 _SKIPPED: list[str] = []

@@ -41,13 +41,21 @@ def cache_root() -> pathlib.Path:
 def model_folder(comfyui: str | os.PathLike, python: str, full: bool = False) -> pathlib.Path:
     """The folder with ``checkpoints/``, ``loras/`` and ``manifest.json``; builds it if missing
     (small: ~40 s; full SD1.5 UNet: a few minutes and ~4 GB)."""
-    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:16]
-    folder = cache_root() / f"{digest}-{'full' if full else 'small'}"
+    return cached_build(pathlib.Path(__file__), "full" if full else "small", comfyui, python,
+                        ["--full"] if full else [])
+
+
+def cached_build(script: pathlib.Path, tag: str, comfyui, python: str, args=()) -> pathlib.Path:
+    """``script OUT_DIR *args`` run once in ComfyUI's interpreter (ComfyUI imported through
+    :mod:`finextract.host`), its folder cached under :func:`cache_root` keyed by the script's source
+    (and this file's, whose helpers builders share) and ``tag``."""
+    digest = hashlib.sha256(script.read_bytes() + pathlib.Path(__file__).read_bytes()).hexdigest()[:16]
+    folder = cache_root() / f"{digest}-{tag}"
     if (folder / "manifest.json").is_file():
         return folder
     cache_root().mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="build-", dir=cache_root()))
-    cmd = [python, str(pathlib.Path(__file__).resolve()), str(tmp)] + (["--full"] if full else [])
+    cmd = [python, str(script.resolve()), str(tmp), *args]
     with tempfile.TemporaryDirectory() as shim:
         env = {**host.pack_env(shim), "COMFYUI_PATH": str(comfyui)}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -40,6 +40,12 @@ def test_shards_merge_to_the_unsharded_run(tmp_path, audit_model_args):
     assert two.shape == (4, 4, 8, 8)
     assert torch.equal(two, one), "image i must not depend on the shard making it"
     assert two.std() > 0
+    # the same shard command again: its file, of the same run, is kept untouched, nothing generated
+    path = tmp_path / "two" / "dog" / "shards" / "shard-0000-of-0002.safetensors"
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    again = audit(tmp_path, *audit_model_args, *SMALL, "--batch-size", "1", "--shard", "0/2", "--out", str(tmp_path / "two"))
+    assert f"{path} saved by an earlier run of this command: kept" in again.stderr, again.stderr[-3000:]
+    assert "generating" not in again.stderr and (path.stat().st_mtime_ns, path.read_bytes()) == before
 
 
 def test_audit_reports_and_fails_a_leaking_model(tmp_path, audit_model_args, comfy_models):

@@ -2,11 +2,9 @@
 our converter, pointed at the harness's SD1.5-architecture files, with small N, steps and size.
 Assertions are on the outputs: the report JSON on disk, its provenance, the figures' ranges."""
 import hashlib
-import json
 import pathlib
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,64 +13,31 @@ from finextract.workflows.refresh import shipped_workflows
 from finextract.workflows.schema import Schemas
 
 SD_WORKFLOWS = ("audit-my-lora", "dreambooth-pair", "baselines-side-by-side", "unknown-caption")
-N0 = 2
 
 
 @pytest.fixture(scope="module")
-def training_folder(comfy):
-    folder = comfy.input_dir / "finextract-train"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    for i in range(N0):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"t{i}.png")
-    return folder.name
+def training_folder(comfy, workflow_prompts):
+    return workflow_prompts.training_folder(comfy)
 
 
-def small_prompt(name, comfy_models, training_folder):
-    """The workflow's API twin, pointed at the harness's files, N = 4, 2 steps, 64 px."""
-    prompt = to_api(shipped_workflows()[name], Schemas.snapshot())
-    for node in prompt.values():
-        inputs, kind = node["inputs"], node["class_type"]
-        if kind == "FineXtractDualModelLoader":
-            inputs["base_checkpoint"] = comfy_models.checkpoints["base"]
-            if inputs["finetuned_checkpoint"] != "none":
-                inputs["finetuned_checkpoint"] = comfy_models.checkpoints["finetuned"]
-            if inputs["lora_1"] != "none":
-                inputs["lora_1"] = comfy_models.loras["kohya"]
-        elif kind == "FineXtractModelGuidanceSampler":
-            inputs.update(count=4, batch_size=2, steps=2, width=64, height=64)
-        elif kind == "FineXtractSSCDCluster":
-            inputs["n0"] = N0
-        elif kind == "FineXtractExtractionMetrics":
-            inputs["training_folder"] = training_folder
-        elif kind == "FineXtractCaptionInverter":
-            inputs.update(method="pez", iterations=3, length=3)
-    return prompt
-
-
-def reports(comfy, outputs, prompt):
-    """The JSON report each ExtractionMetrics node wrote, by node title."""
-    found = {}
-    for node_id, node in prompt.items():
-        if node["class_type"] == "FineXtractExtractionMetrics":
-            short = json.loads(outputs[node_id]["text"][0])
-            found[node["_meta"]["title"]] = json.loads((comfy.output_dir / short["report"]).read_text())
-    return found
+def small_prompt(workflow_prompts, name, comfy_models, training_folder):
+    return workflow_prompts.small_prompt(name, training_folder, comfy_models.checkpoints["base"],
+                                         comfy_models.checkpoints["finetuned"], comfy_models.loras["kohya"])
 
 
 @pytest.mark.parametrize("name", SD_WORKFLOWS)
-def test_workflow_runs_and_reports(comfy, comfy_models, training_folder, name):
+def test_workflow_runs_and_reports(comfy, comfy_models, training_folder, workflow_prompts, name):
     assert name in shipped_workflows()
-    prompt = small_prompt(name, comfy_models, training_folder)
+    prompt = small_prompt(workflow_prompts, name, comfy_models, training_folder)
     outputs = comfy.run(prompt, timeout=900)
-    found = reports(comfy, outputs, prompt)
+    found = workflow_prompts.reports(comfy, outputs, prompt)
     assert found, "no ExtractionMetrics output"
     base_sha = hashlib.sha256((comfy_models.root / "checkpoints" / comfy_models.checkpoints["base"]).read_bytes()).hexdigest()
     for title, report in found.items():
         raw = report["metrics"]["raw"]
         assert -1.0 <= raw["AS"] <= 1.0
         assert set(raw["A-ESR"]) == {"0.6", "0.7"} and all(0.0 <= v <= 1.0 for v in raw["A-ESR"].values())
-        assert len(report["training_images"]) == N0
+        assert len(report["training_images"]) == workflow_prompts.N0
         provenance = report["provenance"]
         assert provenance["models"]["base"]["base"]["sha256"] == base_sha
         assert provenance["count"] == 4 and provenance["steps"] == 2
@@ -97,7 +62,7 @@ def test_workflow_runs_and_reports(comfy, comfy_models, training_folder, name):
 MINI = pathlib.Path(__file__).resolve().parents[2] / "miniature"
 
 
-def test_miniature_demo_recovers_the_cli_demos_copies(comfy, tmp_path):
+def test_miniature_demo_recovers_the_cli_demos_copies(comfy, workflow_prompts, tmp_path):
     """Workflow 5 as shipped (only the input folder's copy is test-side), N = 50·N0 as the CLI
     demo: through ComfyUI's own sampler (ddim, ddim_uniform) FineXtract on the bundled LoRA
     recovers the same training images as the CLI demo (our DDIM, the same seeds and guidance) —
@@ -113,7 +78,7 @@ def test_miniature_demo_recovers_the_cli_demos_copies(comfy, tmp_path):
     shutil.copytree(MINI / "concepts" / "cat", comfy.input_dir / "cat", dirs_exist_ok=True)
     prompt = to_api(shipped_workflows()["miniature-demo"], Schemas.snapshot())
     outputs = comfy.run(prompt, timeout=1800)
-    found = reports(comfy, outputs, prompt)
+    found = workflow_prompts.reports(comfy, outputs, prompt)
     lora = found["5. Verdict: AS and A-ESR"]["metrics"]["raw"]
     control = found["5. Verdict: AS and A-ESR (control: base model)"]["metrics"]["raw"]
     cli = run_demo(tmp_path / "cli", direct=False, control=False)["metrics"]["raw"]
