@@ -58,7 +58,7 @@ CONFIG = {
 one SpatialTransformer (8×8 tokens); the middle block (4×4) always carries one. 5.65 M UNet
 parameters; the text encoder is 14.2 M, 12.6 M of them the token table.
 
-Why a 2× patch and a slim top level (measured, ``/work/notes/probe`` of 2026-11-30, each shape
+Why a 2× patch and a slim top level (measured 2026-11-30, README "Known limits": each shape
 trained from scratch 600 steps at t < 300, the regime that leaves pixel speckle): held-out v-loss
 after 400 steps 0.338 for the first base's shape (patch 4, 64 channels at 16×16), 0.339 with two
 res blocks per level, 0.259 at 96 channels, 0.150 at patch 2 with 64 channels (3.8× the sampling
