@@ -20,8 +20,10 @@ depend on it). The units:
 - ``absent|saturated <set> <kind>`` on ``--ends-sets`` (one seed): the ends of the regime.
 - On ``--extras-sets``, the ``partial <set> full`` unit also runs Table 4 (Cutout / RandAugment
   fine-tunes, FineXtract at N = ``--defence-n-per-image``·N0 against the undefended run's prefix),
-  Fig. 6 (w′ and k sweeps at ``--sweep-n-per-image``·N0) and faithful clustering of its
-  FineXtract run beside the fast mode.
+  Fig. 6 (w′ and k sweeps at ``--sweep-n-per-image``·N0), faithful clustering of its
+  FineXtract run beside the fast mode, and fewer model evaluations (ours): FineXtract at N with
+  each ``--samplers`` entry (DDIM or DPM-Solver++(2M) × steps), its UNet evaluations per audit at
+  the fixed N and at the adaptive-N stop.
 
 Then ``table1.json`` (units + :func:`.table1_summary.summarise`: means over sets, the paired
 FineXtract − CFG and CFG − Direct differences with 95 % bootstrap intervals over sets, one verdict
@@ -36,6 +38,7 @@ import multiprocessing
 import os
 import pathlib
 import platform
+import re
 import shlex
 import sys
 import time
@@ -47,6 +50,7 @@ from ..cli.resume import differences
 from ..clustering import cluster, evaluate, load_descriptor
 from ..clustering.adaptive_n import StopRule, stop_point
 from ..miniature import dataset, finetune
+from ..miniature.ddim import SAMPLERS
 from ..miniature.demo import extract_images
 from ..miniature.model import load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
@@ -59,6 +63,8 @@ W_SWEEP = (1.0, 2.0, 3.0, 5.0, 7.0)
 K_SWEEP = (0.0, -0.02, -0.05, -0.1)
 """Fig. 6: w′ at k = −0.02, and k at w′ = 3, FineXtract on the full fine-tune."""
 DEFENCES = ("cutout", "randaugment")
+SAMPLER_GRID = ("ddim:50", "ddim:20", "ddim:10", "dpmpp_2m:20", "dpmpp_2m:10")
+"""Fewer model evaluations (ours): the paper's 50 DDIM steps against fewer, and DPM-Solver++(2M)."""
 STOP_RULES = {"default": StopRule(), "patient": StopRule(patience=10), "loose": StopRule(phi=0.5)}
 """The adaptive-N rules evaluated on every run: the default and one change of each knob."""
 
@@ -124,7 +130,7 @@ class Unit:
                          **({"inversion_steps": cfg["inversion_steps"]} if self.kind == "two-stage" else {}))
         if self.extras(cfg):
             ident.update({k: cfg[k] for k in ("defence_n_per_image", "sweep_n_per_image", "faithful_cap",
-                                               "w_sweep", "k_sweep")})
+                                               "w_sweep", "k_sweep", "samplers")})
         return ident
 
     def cost(self, cfg: dict) -> float:
@@ -142,11 +148,11 @@ def run_unit(base, descriptor, unit: Unit, cfg: dict) -> dict:
     train_desc = descriptor.embed(images)
     k, steps = cfg["k"], cfg["ddim_steps"]
 
-    def run(model, method, w, kk, seed, label, count=n, post_hoc=True):
+    def run(model, method, w, kk, seed, label, count=n, post_hoc=True, sampler="ddim", sampler_steps=steps):
         """(scores, descriptors in image order) of ``count`` images of ``method``."""
         t0 = time.monotonic()
         _, ex = extract_images(model, base if method == "finextract" else None, caption, n0, count, method, w, kk,
-                               steps, seed, descriptor, label)
+                               sampler_steps, seed, descriptor, label, sampler)
         scores = {**_metrics(train_desc, ex.extracted_descriptors()), "w": w, "k": kk,
                   "seconds": round(time.monotonic() - t0, 1)}
         return ({**scores, **_post_hoc(train_desc, ex.descriptors, n0)} if post_hoc else scores), ex.descriptors
@@ -203,6 +209,17 @@ def _extras(base, model, unit: Unit, cfg: dict, images, caption, train_desc, fx_
     out["k_sweep"] = {str(kk): (out["w_sweep"][str(w)] if kk == k and str(w) in out["w_sweep"] else
                                 run(model, "finextract", w, kk, seed, f"{unit.set} k={kk}", n_sweep, False)[0])
                       for kk in cfg["k_sweep"]}
+    out["samplers"] = {}
+    for key in cfg["samplers"]:
+        sampler, steps = key.split(":")
+        same = sampler == "ddim" and int(steps) == cfg["ddim_steps"]  # the main run itself
+        r = fx_run if same else run(model, "finextract", w, k, seed, f"{unit.set} {key}", sampler=sampler,
+                                    sampler_steps=int(steps))[0]
+        evals = 2 * int(steps)  # FineXtract: the fine-tuned and the base model once per step
+        out["samplers"][key] = {**{m: r[m] for m in METRICS}, "evals_per_image": evals,
+                                "evals_per_audit": evals * len(fx_desc),
+                                "evals_at_stop": evals * r["adaptive"]["default"]["n"],
+                                **{f"{m}_at_stop": r["adaptive"]["default"][m] for m in METRICS}}
     return out
 
 
@@ -289,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--defence-n-per-image", type=int, default=None, help="N / N0 of the defence runs (default N)")
     p.add_argument("--w-sweep", default=",".join(map(str, W_SWEEP)))
     p.add_argument("--k-sweep", default=",".join(map(str, K_SWEEP)))
+    p.add_argument("--samplers", default=",".join(SAMPLER_GRID),
+                   help="SAMPLER:STEPS of the fewer-evaluations grid (FineXtract at N; ddim at --ddim-steps reuses the main run)")
     p.add_argument("--faithful-cap", type=float, default=30.0, help="faithful clustering's seconds per threshold")
     p.add_argument("--jobs", type=int, default=1, help="units run in this many processes (2 on 2 cores)")
     a = p.parse_args(argv)
@@ -305,10 +324,12 @@ def main(argv: list[str] | None = None) -> None:
            "extras_sets": a.extras_sets if a.extras_sets is not None else sets[:1 if a.quick else 2],
            "sweep_n_per_image": a.sweep_n_per_image, "defence_n_per_image": a.defence_n_per_image or a.n_per_image,
            "w_sweep": [float(w) for w in a.w_sweep.split(",")], "k_sweep": [float(k) for k in a.k_sweep.split(",")],
-           "faithful_cap": a.faithful_cap, "descriptor": load_descriptor().name, "quick": a.quick, "jobs": a.jobs}
+           "samplers": a.samplers.split(","), "faithful_cap": a.faithful_cap, "descriptor": load_descriptor().name, "quick": a.quick, "jobs": a.jobs}
     unknown = set(cfg["kinds"]) - set(regime.KINDS)
     if unknown:
         raise SystemExit(f"unknown kinds {sorted(unknown)}; expected {regime.KINDS}")
+    if bad := [key for key in cfg["samplers"] if not re.fullmatch(rf"({'|'.join(SAMPLERS)}):[1-9]\d*", key)]:
+        raise SystemExit(f"--samplers takes SAMPLER:STEPS with SAMPLER in {sorted(SAMPLERS)}, got {bad}")
     print(regime.describe(cfg["lengths"], cfg["inversion_steps"]))
     print(f"sets {', '.join(sets)}; kinds {', '.join(cfg['kinds'])}; sampling seeds {cfg['seeds']} share one fine-tune "
           f"per (set, kind); N = {a.n_per_image}·N0, {a.ddim_steps} DDIM steps; ends on {cfg['ends_sets'] or 'none'} "

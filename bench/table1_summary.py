@@ -152,6 +152,8 @@ def extras(units: dict) -> dict:
                                                      for e in with_extras)) for d in defences if d != "none"},
             "w_sweep": mean("w_sweep"), "k_sweep": mean("k_sweep"),
             "fast_vs_faithful": mean("fast_vs_faithful"),
+            "samplers": {key: {m: float(np.mean([e["samplers"][key][m] for e in with_extras]))
+                               for m in with_extras[0]["samplers"][key]} for key in with_extras[0]["samplers"]},
             "faithful_capped_thresholds": int(sum(e["faithful_capped_thresholds"] for e in with_extras))}
 
 

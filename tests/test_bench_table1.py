@@ -11,7 +11,7 @@ from finextract.bench.table1_summary import METHODS, METRICS
 
 ARGV = ["--sets", "coffee", "--kinds", "full,two-stage", "--seeds", "0,1", "--n-per-image", "1", "--ddim-steps", "1",
         "--length-scale", "0.001", "--inversion-steps", "1", "--ends-sets", "--extras-sets", "coffee",
-        "--w-sweep", "3", "--k-sweep=-0.02,0", "--faithful-cap", "1"]
+        "--w-sweep", "3", "--k-sweep=-0.02,0", "--faithful-cap", "1", "--samplers", "ddim:1,dpmpp_2m:2"]
 
 
 def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
@@ -31,8 +31,11 @@ def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
         assert set(METRICS) <= set(run) and len(run["best_score"]) == 5 and (run["w"], run["k"]) == (3.0, -0.02)
         assert set(run["vs_n"]) == {"1"} and set(run["adaptive"]) == set(table1.STOP_RULES)
         assert run["adaptive"]["default"]["n"] == 5 and not run["adaptive"]["default"]["stopped"]
-    extras = result["units"]["partial_coffee_full"]["extras"]
+    unit_full = result["units"]["partial_coffee_full"]
+    extras = unit_full["extras"]
     assert set(extras["defences"]) == {"none", "cutout", "randaugment"} and set(extras["k_sweep"]) == {"-0.02", "0.0"}
+    assert extras["samplers"]["ddim:1"]["AS"] == unit_full["seeds"]["0"]["finextract"]["AS"]  # the main run, reused
+    assert extras["samplers"]["dpmpp_2m:2"]["evals_per_audit"] == 2 * 2 * 5
     s = result["summary"]
     assert len(s["claims"]) == 2 * 2 * 3 and {c["verdict"] for c in s["claims"]} == {"too few sets"}  # one set
     assert set(s["table"]) == {"partial"} and set(s["table"]["partial"]) == {"full", "two-stage"}
@@ -59,4 +62,4 @@ def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
     claim_rows = re.findall(r"^\| (FineXtract > CFG|CFG > Direct) \|.*\*\*too few sets\*\* \|$",
                             section, re.M)
     assert len(claim_rows) == 12
-    assert "**Adaptive N (ours)**" in section and "Table 4" in section
+    assert "**Adaptive N (ours)**" in section and "Table 4" in section and "| dpmpp_2m:2 | 20 |" in section
