@@ -23,11 +23,15 @@ from __future__ import annotations
 import functools
 import pathlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from ..clustering.images import read_images
+
+if TYPE_CHECKING:
+    import torch
 
 SIZE = 64
 N0 = 5
@@ -211,7 +215,7 @@ def filler_words() -> tuple[str, ...]:
     return tuple(sorted(words))
 
 
-def caption_variant(subject: str, gen: "torch.Generator", filler_probability: float = 0.5) -> str:
+def caption_variant(subject: str, gen: torch.Generator, filler_probability: float = 0.5) -> str:
     """One caption of a pretraining image: a template of :data:`CAPTION_TEMPLATES` around its
     subject, and with ``filler_probability`` one to three :func:`filler_words` after a comma.
     Drawn from ``gen`` (the trainer's one generator, so a resumed run draws the same captions)."""

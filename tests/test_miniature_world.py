@@ -102,20 +102,17 @@ def test_base_draws_its_pretraining_world(base, sscd):
     - unconditional: twelve "" samples (the branch Eq. 13 divides out) lie nearer the pretraining
       crops than photos the base never saw (the concept sets) do, by a margin (this base: median
       distance 0.51 against 0.85)."""
-    thumbs, (ref_desc, owner, captions) = reference.load_thumbnails(), reference.load()
-    ref = thumbs.reshape(len(thumbs), -1)
-
-    def nearest(images):
-        d = ((reference.thumbnails(images).reshape(len(images), 1, -1) - ref[None]) ** 2).sum(-1)
-        return d.argmin(axis=1), np.sqrt(d.min(axis=1))
+    captions = reference.load()[2]
     samples = base.decode(torch.cat([ddim.sample_latents(base, None, c, "cfg", range(2), seed=7, steps=20, w=3.0)
                                      for c in captions])).numpy()
     truth = np.repeat(np.arange(len(captions)), 2)
-    by_content = (owner[(sscd.embed(samples).numpy() @ ref_desc.T).argmax(axis=1)] == truth).mean()
-    by_colour = (owner[nearest(samples)[0]] == truth).mean()
+    found = reference.nearest_sources(samples, sscd)
+    by_content, by_colour = (found["content"] == truth).mean(), (found["colour"] == truth).mean()
     assert by_content >= 0.15 and by_colour >= 0.30, (by_content, by_colour)
-    _, uncond = nearest(base.decode(ddim.sample_latents(base, None, "", "direct", range(12), seed=7, steps=20)).numpy())
-    _, unseen = nearest(np.concatenate([dataset.concept_set(n)[0] for n in dataset.CONCEPT_NAMES]))
+    uncond = reference.nearest_sources(base.decode(ddim.sample_latents(base, None, "", "direct", range(12), seed=7,
+                                                                       steps=20)).numpy(), sscd)["colour_distance"]
+    unseen = reference.nearest_sources(np.concatenate([dataset.concept_set(n)[0] for n in dataset.CONCEPT_NAMES]),
+                                       sscd)["colour_distance"]
     assert np.median(uncond) < 0.75 * np.median(unseen), (np.median(uncond), np.median(unseen))
 
 
