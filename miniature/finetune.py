@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modelfiles import load_safetensors
+from ..modelfiles import atomic_write, load_safetensors
 from . import dataset
 from .model import MiniPipeline, load_pipeline, training_timesteps, v_target
 from .tokenizer import encode, tokenize
@@ -148,9 +148,8 @@ class TrainingCheckpoint:
         state = {"identity": self.identity, "step": step, "params": [p.detach().clone() for p in params],
                  "opt": opt.state_dict(), "gen": gen.get_state(), "losses": list(losses), **self.extra()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
+        with atomic_write(self.path) as f:
+            torch.save(state, f)
         self._last = time.monotonic()
         print(f"[{time.strftime('%H:%M:%S')}] saved the fine-tune at step {step} to {self.path}", flush=True)
 
