@@ -25,6 +25,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..modelfiles import lora_delta
+
 TEXT_READING = re.compile(r"attn2[._](?:processor[._])?to_[kv](?:_lora)?(?=$|[._])")
 """A cross-attention key/value projection in SD1.x/SD2/SDXL UNets, in ldm, diffusers and kohya
 spelling (and the miniature world, which keeps the same names)."""
@@ -152,9 +154,10 @@ def from_state_dicts(before: dict[str, torch.Tensor], after: dict[str, torch.Ten
 
 
 def lora_deltas(lora: dict[str, torch.Tensor], strength: float = 1.0) -> dict[str, torch.Tensor]:
-    """Δ = up @ down × alpha / rank × strength for every K/V layer of a LoRA state dict, keyed by
-    :func:`layer_name`. Without an ``alpha`` entry the scale is 1 (diffusers/PEFT convention: the
-    alpha lives in a side config then, pass it through ``strength``)."""
+    """Δ = up @ down × alpha / rank × strength (:func:`..modelfiles.lora_delta`) for every K/V
+    layer of a LoRA state dict, keyed by :func:`layer_name`. Without an ``alpha`` entry the scale
+    is 1 (diffusers/PEFT convention: the alpha lives in a side config then, pass it through
+    ``strength``)."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in lora.items():
         for suffix, (part, _) in _LORA_PARTS.items():
@@ -165,10 +168,7 @@ def lora_deltas(lora: dict[str, torch.Tensor], strength: float = 1.0) -> dict[st
     for name, p in parts.items():
         if not TEXT_READING.search(name) or "down" not in p or "up" not in p:
             continue
-        down, up = p["down"].float().flatten(1), p["up"].float().flatten(1)
-        rank = down.shape[0]
-        scale = float(p["alpha"]) / rank if "alpha" in p else 1.0
-        deltas[name] = (up @ down) * (scale * strength)
+        deltas[name] = lora_delta(p["up"], p["down"], p.get("alpha"), strength=strength)
     return deltas
 
 

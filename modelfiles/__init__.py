@@ -4,9 +4,9 @@ and shapes a LoRA file may use, and how the project's files are written (atomica
 Python and torch; nothing here imports ComfyUI."""
 from .atomic import atomic_write
 from .content import (COMPONENTS, TEXT_ENCODER, UNET, Change, compare_files, component_norms,
-                      describe, lora_delta, squared_norm)
-from .lora_keys import (MIN_APPLIED_FRACTION, applied_tensors, as_matrix, lora_family, low_rank_change,
-                        with_diffusers_aliases)
+                      describe, squared_norm)
+from .lora_keys import (MIN_APPLIED_FRACTION, applied_tensors, as_matrix, lora_delta, lora_family, lora_scale,
+                        low_rank_change, with_diffusers_aliases)
 from .provenance import content_sha256, file_record, file_sha256, generation_record
 from .reading import (NotSafetensorsError, check_safetensors, load_safetensors, model_file_problem,
                       read_header)
@@ -19,5 +19,5 @@ LORA_SLOTS = 3
 __all__ = ["NONE", "LORA_SLOTS", "atomic_write", "MIN_APPLIED_FRACTION", "applied_tensors", "as_matrix", "low_rank_change", "lora_family",
            "with_diffusers_aliases", "file_record", "file_sha256", "content_sha256", "generation_record",
            "COMPONENTS", "UNET", "TEXT_ENCODER", "Change", "compare_files", "component_norms", "describe",
-           "lora_delta", "squared_norm", "NotSafetensorsError", "check_safetensors", "load_safetensors",
+           "lora_delta", "lora_scale", "squared_norm", "NotSafetensorsError", "check_safetensors", "load_safetensors",
            "model_file_problem", "read_header"]
