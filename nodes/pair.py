@@ -22,10 +22,20 @@ Provenance contract: every MODEL this loader returns carries
 relative norm ‖ΔW‖/‖W_base‖ of the component (0.0 unchanged; None for a LoRA update in a form not
 measured, such as LoHa or DoRA). ComfyUI copies model_options on clone, so the record follows the
 model through patch nodes.
+
+Two steps, so that a batch keeps its base loaded: :func:`load_base` reads, checks, hashes and
+builds the base checkpoint (:class:`Base`); :func:`load_pair` puts the fine-tune on top of it
+(LoRAs as patches on clones, which leave the base's own objects untouched, or a full checkpoint).
+The node loads its base every run, as ComfyUI's own loaders do; a batch audit of many LoRAs of
+one base (``finextract audit`` with a manifest, each ``--ray`` worker) holds a
+:class:`ResidentBase`, which reads, hashes and builds that base once per process.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
+import os
 
 import comfy.lora
 import comfy.lora_convert
@@ -214,14 +224,73 @@ def _apply_lora(model, clip, base_name: str, family: str, base_norms: dict, name
     return model, clip, record
 
 
-def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str, float]]) -> Pair:
-    """Load the base checkpoint and its fine-tune: a full checkpoint or LoRAs applied to the base."""
+@dataclasses.dataclass(eq=False)
+class Base:
+    """A base checkpoint, loaded and checked: its ComfyUI objects and what every fine-tune of it
+    needs (family, component prefixes, file record). Fine-tunes are put on clones of ``model``
+    and ``clip``; nothing here is changed by them."""
+    name: str
+    path: str
+    file: tuple
+    """(real path, size, mtime) when it was read: a file changed since is another base."""
+    family: str
+    prefixes: dict
+    record: dict
+    model: object
+    clip: object
+    vae: object
+
+    @functools.cached_property
+    def norms(self) -> dict:
+        """Squared norm of each component (a LoRA's ‖ΔW‖/‖W‖ denominators): one pass over the
+        file, made when the first LoRA needs it."""
+        return component_norms(self.path, self.prefixes)
+
+
+def _file_key(path: str) -> tuple:
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
+def load_base(name: str) -> Base:
+    """Read, check (readable, a handled family), hash and build the base checkpoint ``name``."""
+    path, sd, metadata = _read("checkpoints", name, "base checkpoint")
+    family, prefixes = _family(sd, name, "base checkpoint")
+    record = file_record(path, name)
+    model, clip, vae = _load(sd, metadata, name)
+    return Base(name, path, _file_key(path), family, prefixes, record, model, clip, vae)
+
+
+class ResidentBase:
+    """The base checkpoint a process keeps loaded across fine-tunes: :meth:`get` returns the held
+    one when it is the same file (same real path, size and mtime), else drops it and loads the new
+    one (one base in memory at a time). ``loads`` counts the bases it loaded."""
+
+    def __init__(self):
+        self.base: Base | None = None
+        self.loads = 0
+
+    def get(self, name: str) -> Base:
+        path = folder_paths.get_full_path("checkpoints", name)
+        if self.base is not None and path is not None and os.path.isfile(path) and _file_key(path) == self.base.file:
+            logging.info("FineXtract: base checkpoint %s kept loaded", name)
+            return self.base
+        self.base = None
+        self.base = load_base(name)
+        self.loads += 1
+        return self.base
+
+
+def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str, float]],
+              resident: ResidentBase | None = None) -> Pair:
+    """Load the base checkpoint (kept in ``resident`` when given) and its fine-tune: a full
+    checkpoint or LoRAs applied to the base."""
     if (finetuned_name is None) == (not loras):
         raise ValueError("pick the fine-tune as either a checkpoint or one or more LoRAs (not both, "
                          "not neither)")
-    base_path, base_sd, base_meta = _read("checkpoints", base_name, "base checkpoint")
-    family, prefixes = _family(base_sd, base_name, "base checkpoint")
-    base_rec = file_record(base_path, base_name)
+    base = resident.get(base_name) if resident is not None else load_base(base_name)
+    family, base_rec = base.family, base.record
     lines = [f"base: {base_name} ({family}, sha256 {base_rec['sha256'][:12]})"]
     if finetuned_name is not None:
         ft_path, ft_sd, ft_meta = _read("checkpoints", finetuned_name, "fine-tuned checkpoint")
@@ -237,7 +306,7 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
             raise ValueError(f"fine-tuned checkpoint {finetuned_name!r} holds the same tensors as base "
                              f"{base_name!r} (only its metadata or file format differs): guidance "
                              f"between identical models extracts nothing")
-        change = compare_files(base_path, ft_path, prefixes)
+        change = compare_files(base.path, ft_path, base.prefixes)
         if change.unchanged:
             raise ValueError(f"fine-tuned checkpoint {finetuned_name!r} does not change base "
                              f"{base_name!r}: the {change.compared} UNet and text-encoder tensors "
@@ -245,25 +314,21 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
                              f"tensors only one of them has, or metadata). Guidance between "
                              f"identical models extracts nothing")
         finetune["change"] = change.relative()
-        # The fine-tune first, and only what it changes (its VAE is unused; a text encoder it
-        # left as the base's is the base's CLIP), each state dict dropped once its model is
-        # built: the peak no longer holds both files' tensors beside both full models (with
-        # SDXL's 818 M-parameter text encoders kept, one fp16 state dict and one CLIP less).
+        # Only what the fine-tune changes is built (its VAE is unused; a text encoder it left as
+        # the base's is the base's CLIP), and its state dict is dropped once its model is: the
+        # peak holds one file's tensors beside the two models (with SDXL's 818 M-parameter text
+        # encoders kept, one fp16 state dict and one CLIP less).
         finetuned, clip, _ = _load(ft_sd, ft_meta, finetuned_name, vae=False,
                                    clip=bool(finetune["change"][TEXT_ENCODER]))
         del ft_sd
-    base, base_clip, vae = _load(base_sd, base_meta, base_name)
-    del base_sd
-    if finetuned_name is not None:
-        if clip is None or base_clip is None:
-            clip = base_clip
+        if clip is None or base.clip is None:
+            clip = base.clip
         lines.append(f"fine-tune: full checkpoint {finetuned_name} ({family}, sha256 "
                      f"{finetune['sha256'][:12]}); {describe(finetune['change'])}")
     else:
-        finetuned, clip, records = base, base_clip, []
-        base_norms = component_norms(base_path, prefixes)
+        finetuned, clip, records = base.model, base.clip, []
         for name, strength in loras:
-            finetuned, clip, record = _apply_lora(finetuned, clip, base_name, family, base_norms, name, strength)
+            finetuned, clip, record = _apply_lora(finetuned, clip, base_name, family, base.norms, name, strength)
             records.append(record)
             lines.append(f"LoRA {name} x{strength:g}: {record['tensors_applied']}/"
                          f"{record['tensors_total']} tensors applied ({record['unet_layers']} UNet "
@@ -271,8 +336,8 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
                          f"{describe(record['change'])}")
         finetune = {"kind": "lora", "loras": records}
     provenance = {"family": family, "base": base_rec, "finetune": finetune}
-    base = base.clone()
+    base_model = base.model.clone()
     finetuned = finetuned.clone()
-    base.model_options["finextract"] = {"role": "base", **provenance}
+    base_model.model_options["finextract"] = {"role": "base", **provenance}
     finetuned.model_options["finextract"] = {"role": "finetuned", **provenance}
-    return Pair(base, finetuned, clip, base_clip, vae, "\n".join(lines))
+    return Pair(base_model, finetuned, clip, base.clip, base.vae, "\n".join(lines))
