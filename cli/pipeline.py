@@ -28,6 +28,10 @@ class ModelSpec:
     caption: str
     finetuned: pathlib.Path | None = None
     loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
+    n0: int | None = None
+    """How many training images: counted by :func:`.audit_inputs.check`, whose decode of every
+    one is the only one before ExtractionMetrics reads them to score (a ``--ray`` shard step, the
+    driver and the merge take the count from here instead of decoding the folder again)."""
 
     def training_images(self) -> list[pathlib.Path]:
         """The training images (N0 is their count), each decoded once to be sure it is one;
@@ -167,8 +171,7 @@ class AuditPipeline:
         run of the same command (then it is kept untouched and nothing is generated)."""
         a = self.args
         out = a.out / spec.name
-        training = spec.training_images()
-        n0 = len(training)
+        n0 = spec.n0
         n = a.n or 50 * n0
         pair = self.load_pair(spec)
         out.mkdir(parents=True, exist_ok=True)

@@ -184,7 +184,7 @@ def run_on_ray(args, specs: list[ModelSpec]) -> int:
         return 2
     if args.restart:
         discard_saved(args, specs)
-    sizes = [args.n or 50 * len(spec.training_images()) for spec in specs]
+    sizes = [args.n or 50 * spec.n0 for spec in specs]
     shards = [min(n, args.shards or math.ceil(n / SHARD_IMAGES)) for n in sizes]
     bases = [spec.base for spec in specs]
     order = sorted(range(len(specs)), key=lambda m: (str(bases[m]), m))  # one base's models together

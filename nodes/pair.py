@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
-import os
 
 import comfy.lora
 import comfy.lora_convert
@@ -46,7 +44,7 @@ import comfy.weight_adapter
 import folder_paths
 
 from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors, as_matrix,
-                          compare_files, component_norms, describe, file_record, lora_delta, lora_family,
+                          compare_files, component_norms, describe, file_identity, file_record, lora_delta, lora_family,
                           low_rank_change, model_file_problem, squared_norm, with_diffusers_aliases)
 
 FAMILIES = {"SD15": "SD1.x", "SD20": "SD2.x", "SDXL": "SDXL", "SD3": "SD3", "Flux": "FLUX", "MiniPixel": "miniature"}
@@ -229,10 +227,9 @@ class Base:
     """A base checkpoint, loaded and checked: its ComfyUI objects and what every fine-tune of it
     needs (family, component prefixes, file record). Fine-tunes are put on clones of ``model``
     and ``clip``; nothing here is changed by them."""
-    name: str
     path: str
     file: tuple
-    """(real path, size, mtime) when it was read: a file changed since is another base."""
+    """Its :func:`..modelfiles.file_identity` when it was read: a file changed since is another base."""
     family: str
     prefixes: dict
     record: dict
@@ -247,19 +244,13 @@ class Base:
         return component_norms(self.path, self.prefixes)
 
 
-def _file_key(path: str) -> tuple:
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    return real, stat.st_size, stat.st_mtime_ns
-
-
 def load_base(name: str) -> Base:
     """Read, check (readable, a handled family), hash and build the base checkpoint ``name``."""
     path, sd, metadata = _read("checkpoints", name, "base checkpoint")
     family, prefixes = _family(sd, name, "base checkpoint")
     record = file_record(path, name)
     model, clip, vae = _load(sd, metadata, name)
-    return Base(name, path, _file_key(path), family, prefixes, record, model, clip, vae)
+    return Base(path, file_identity(path), family, prefixes, record, model, clip, vae)
 
 
 class ResidentBase:
@@ -273,8 +264,7 @@ class ResidentBase:
 
     def get(self, name: str) -> Base:
         path = folder_paths.get_full_path("checkpoints", name)
-        if self.base is not None and path is not None and os.path.isfile(path) and _file_key(path) == self.base.file:
-            logging.info("FineXtract: base checkpoint %s kept loaded", name)
+        if self.base is not None and path is not None and file_identity(path) == self.base.file:
             return self.base
         self.base = None
         self.base = load_base(name)
