@@ -3,7 +3,8 @@
 Two commands, each printing a table and writing JSON (``--out``):
 
 - ``python -m finextract.bench.calibration curve`` — the **memorisation curve**: for a full
-  (DreamBooth-style) fine-tune and a LoRA of one concept set, after each of ``--checkpoints``
+  (DreamBooth-style) fine-tune and a LoRA of one concept set (``--kinds two-stage``: a textual
+  inversion of the trigger, then a full fine-tune), after each of ``--checkpoints``
   fine-tune steps, N = 50·N0 Direct samples (fine-tuned model, training caption, no guidance) are
   scored against the training images: best-of-N SSCD per training image, then the paper's
   clustering to N0 images and AS / A-ESR@0.6 / @0.7. Every later comparison (Table 1 …) is read
@@ -32,6 +33,7 @@ from ..miniature import dataset, finetune
 from ..miniature.demo import image_grid, extract_images
 from ..miniature.model import MiniPipeline, load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
+from . import regime
 
 TAUS = (0.6, 0.7)
 
@@ -51,8 +53,10 @@ def score_samples(pipe: MiniPipeline, caption: str, train_desc: torch.Tensor, de
 
 def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n: int, ddim_steps: int,
           lr: float, rank: int, targets: str, descriptor, seed: int = 0, save: pathlib.Path | None = None,
-          state: pathlib.Path | None = None, resume: bool = False, **recipe) -> list[dict]:
-    """The memorisation curve of one fine-tune kind (``full`` or ``lora``) on ``concept``; with
+          state: pathlib.Path | None = None, resume: bool = False,
+          inversion_steps: int = regime.INVERSION["steps"], **recipe) -> list[dict]:
+    """The memorisation curve of one fine-tune kind (``full``, ``lora`` or ``two-stage``: a textual
+    inversion of ``inversion_steps``, then the full fine-tune the curve counts) on ``concept``; with
     ``save``, the LoRA at the curve's end is written there in kohya format (how the shipped demo
     LoRA is made: its own curve is printed on the way). ``state``: the fine-tune and the rows so
     far are saved there every ~10 minutes; ``resume`` continues a run from it (a curve of hours
@@ -63,14 +67,21 @@ def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n
     wanted = set(checkpoints)
     if state is not None:
         identity = {"concept": concept, "kind": kind, "steps": max(checkpoints), "lr": lr, "seed": seed,
-                    **({"rank": rank, "targets": targets} if kind == "lora" else {}), **recipe}
+                    **({"rank": rank, "targets": targets} if kind == "lora" else {}),
+                    **({"inversion_steps": inversion_steps} if kind == "two-stage" else {}), **recipe}
         recipe["checkpoint"] = finetune.TrainingCheckpoint(state, identity, resume=resume, extra=lambda: {"rows": rows})
         rows += recipe["checkpoint"].saved["rows"] if recipe["checkpoint"].saved else []
+
+    frame = base  # the text encoder the fine-tuned UNet is read with (two-stage: the inverted trigger's)
+    if kind == "two-stage":
+        frame = finetune.invert_token(base, images, caption, regime.trigger(caption), inversion_steps,
+                                      regime.INVERSION["lr"], seed,
+                                      **{k: v for k, v in recipe.items() if k != "checkpoint"})
 
     def on_step(step: int, unet) -> None:
         if step not in wanted:
             return
-        tuned = finetune.with_unet(base, unet)
+        tuned = finetune.with_unet(frame, unet)
         t0 = time.monotonic()
         with torch.no_grad():
             row = score_samples(tuned, caption, train_desc, descriptor, n, ddim_steps, seed, f"{kind} step {step}")
@@ -82,9 +93,9 @@ def curve(base: MiniPipeline, concept: str, kind: str, checkpoints: list[int], n
               f"(per image {' '.join(f'{v:.2f}' for v in row['best_of_n'])})  clustered AS {row['AS']:.3f} "
               f"A-ESR@0.6 {row['A-ESR@0.6']:.1f} @0.7 {row['A-ESR@0.7']:.1f}  ({row['sample_seconds']:.0f} s)",
               flush=True)
-    if kind == "full":
-        finetune.dreambooth(base, images, caption, steps=max(checkpoints), lr=lr, seed=seed, on_step=on_step,
-                            **recipe)
+    if kind in ("full", "two-stage"):  # two-stage's second stage is a full fine-tune (seed + 1, as two_stage)
+        finetune.dreambooth(frame, images, caption, steps=max(checkpoints), lr=lr,
+                            seed=seed + (kind == "two-stage"), on_step=on_step, **recipe)
     else:
         tensors = finetune.train_lora(base, images, caption, steps=max(checkpoints), rank=rank, alpha=float(rank),
                                       lr=lr, seed=seed, targets=targets, on_step=on_step, **recipe)
@@ -119,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("command", choices=("curve", "control"))
     p.add_argument("--base", type=pathlib.Path, default=BASE_CHECKPOINT)
     p.add_argument("--concepts", default="dog", help="comma-separated concept sets (control: 'all')")
-    p.add_argument("--kinds", default="full,lora")
+    p.add_argument("--kinds", default="full,lora", help="comma-separated: full, lora, two-stage")
+    p.add_argument("--inversion-steps", type=int, default=regime.INVERSION["steps"],
+                   help="two-stage: textual-inversion steps before the full fine-tune the curve counts")
     p.add_argument("--checkpoints", default="100,250,500,1000,2000,4000")
     p.add_argument("--n", type=int, default=None, help="samples per point (default 50·N0)")
     p.add_argument("--ddim-steps", type=int, default=20)
@@ -158,10 +171,11 @@ def main(argv: list[str] | None = None) -> None:
         for concept in concepts:
             for kind in a.kinds.split(","):
                 print(f"curve: {kind} fine-tune of {concept!r}, N = {n}, {a.ddim_steps} DDIM steps")
-                lr = a.lr_full if kind == "full" else a.lr_lora
+                lr = a.lr_lora if kind == "lora" else a.lr_full
                 part = curve(base, concept, kind, checkpoints, n, a.ddim_steps, lr, a.rank, a.targets, descriptor,
                              save=a.save_lora if kind == "lora" else None,
                              state=a.out / f"state_{concept}_{kind}.pt", resume=a.resume,
+                             inversion_steps=a.inversion_steps,
                              batch=a.batch, low_t_fraction=a.low_t_fraction, lr_floor=a.lr_floor)
                 _sheet(part, a.out / f"curve_{concept}_{kind}.png", dataset.concept_set(concept)[0])
                 rows += part

@@ -121,7 +121,7 @@ def _trained_fine_tunes(base_unet: dict, sets: list[str], steps: int,
     fine-tune only its K/V layers, all that Appendix A reads) and reused when already there, so a
     re-ranking or a longer probe costs no training."""
     import safetensors.torch
-    from ..caption.weight_delta import TEXT_READING
+    from ..caption.families import CROSS_ATTENTION
     from ..miniature import dataset, finetune
     from ..miniature.model import PREFIXES, load_pipeline
     base = load_pipeline(WEIGHTS / "mini_base.safetensors")
@@ -141,7 +141,7 @@ def _trained_fine_tunes(base_unet: dict, sets: list[str], steps: int,
             start = time.perf_counter()
             tuned = finetune.dreambooth(base, images, caption, steps, lr=r["lr"], **recipe).unet.state_dict()
             safetensors.torch.save_file({PREFIXES["unet"] + k: v.contiguous() for k, v in tuned.items()
-                                         if TEXT_READING.search(k)}, str(full_path))
+                                         if CROSS_ATTENTION.weights.search(k)}, str(full_path))
             print(f"full fine-tune of {name}: {steps} steps, {time.perf_counter() - start:.0f} s", flush=True)
     return [t for t in _fine_tunes(base_unet, folder) if t[0].rsplit("_", 1)[0] in sets]
 

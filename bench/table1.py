@@ -1,53 +1,72 @@
-"""Table 1 in miniature: Direct, CFG and FineXtract on full and LoRA fine-tunes of the miniature base.
+"""The paper's Table 1 in miniature, with intervals: Direct, CFG and FineXtract on full, LoRA and
+two-stage fine-tunes of the concept sets, in the regime where fine-tunes partially memorise.
 
-``python -m finextract.bench.table1 [--quick] [--out DIR]``
+``python -m finextract.bench.table1 [--quick] [--jobs 2] [--out out/table1]``
+``python -m finextract.bench.table1 --readme out/table1/table1.json`` (rewrite the README section)
 
-For every concept set: fine-tune the shipped base (DreamBooth-style full fine-tune and LoRA,
-:mod:`finextract.miniature.finetune`), then for each method generate N = 50·N0 images with the same
-per-image seeds, cluster them into N0 (:func:`finextract.clustering.extract`) and score the central
-images against the training set (AS, A-ESR@0.6/0.7, Eq. 1–2). A base-model control (Direct on the
-pretrained model, same caption and seeds) shows what the score is without any fine-tune. Paper
-defaults: w' = 3 (full) / 5 (LoRA), k = −0.02, CFG scale 3.
+Units. A run is a list of units, each written to ``<out>/units/<name>.json`` when done; a rerun
+skips finished units (and refuses one saved with other settings, naming what differs), so the
+long full run survives interruption. ``--jobs 2`` runs units in two processes (results do not
+depend on it). The units:
 
-Also, unless ``--no-extras``:
-- A-ESR and AS vs N (Fig. 4b): the FineXtract run of the full fine-tune re-clustered on its first
-  N = m·N0 images (images have per-image seeds, so they *are* the m·N0-image run): no new sampling;
-  and the same N = 50·N0 descriptors clustered in faithful mode beside the default fast mode;
-- defences (Table 4): FineXtract on full fine-tunes trained with Cutout and with RandAugment, at
-  N = ``--defence-n-per-image``·N0, paired with the undefended run's first that many images;
-- w′ and k sweeps (Fig. 6) of FineXtract on the full fine-tune, at N = ``--sweep-n-per-image``·N0.
+- ``partial <set> <kind>``: one fine-tune of ``kind`` (:mod:`.regime`: this world's recipe, the
+  regime table's length) shared by every sampling seed (``--seeds``, default 0 and 1); per seed,
+  N = 50·N0 images each of Direct, CFG (scale 3 full / 5 LoRA) and FineXtract (w′ 3 / 5, k −0.02),
+  same per-image seeds, clustered into N0 (fast mode) and scored against the training images
+  (AS, A-ESR@0.6/0.7). Per run, after the fact and without new sampling: the Fig. 4b curve (the
+  first m·N0 images re-clustered: per-image seeds make them the m·N0 run) and the adaptive-N
+  rules (:mod:`..clustering.adaptive_n`: where each would have stopped, and the scores there).
+- ``control <set>``: the base model, Direct, per seed (the score of "nothing leaked").
+- ``absent|saturated <set> <kind>`` on ``--ends-sets`` (one seed): the ends of the regime.
+- On ``--extras-sets``, the ``partial <set> full`` unit also runs Table 4 (Cutout / RandAugment
+  fine-tunes, FineXtract at N = ``--defence-n-per-image``·N0 against the undefended run's prefix),
+  Fig. 6 (w′ and k sweeps at ``--sweep-n-per-image``·N0), faithful clustering of its
+  FineXtract run beside the fast mode, and fewer model evaluations (ours): FineXtract at N with
+  each ``--samplers`` entry (DDIM or DPM-Solver++(2M) × steps), its UNet evaluations per audit at
+  the fixed N and at the adaptive-N stop.
 
-Prints per-set rows, means, the spread across sets and paired win counts (methods share seeds, so
-compare them per set), and writes ``table1.json``, ``table1.png`` (AS per method and kind) and
-``table1_extras.png``. ``--quick``: two concept sets, shorter fine-tunes and fewer DDIM steps, defences
-at 10·N0, faithful clustering capped at 10 s per threshold (~12 min with ``--jobs 2`` on 2 cores).
-``--jobs 2`` runs concept sets in two processes (results do not depend on it).
+Then ``table1.json`` (units + :func:`.table1_summary.summarise`: means over sets, the paired
+FineXtract − CFG and CFG − Direct differences with 95 % bootstrap intervals over sets, one verdict
+per paper claim, the regime check, adaptive N), ``table1.png`` and a printout. ``--quick``: the
+first two sets, the same regime, no ends, extras on the first set.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
+import os
 import pathlib
+import platform
+import re
+import shlex
+import sys
 import time
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..cli.resume import differences
 from ..clustering import cluster, evaluate, load_descriptor
+from ..clustering.adaptive_n import StopRule, stop_point
 from ..miniature import dataset, finetune
+from ..miniature.ddim import SAMPLERS
 from ..miniature.demo import extract_images
 from ..miniature.model import load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
+from . import regime, table1_readme
+from .table1_summary import METHODS, METRICS, NAMES, summarise
 
-METHODS = ("direct", "cfg", "finextract")
 N_PER_IMAGE = (1, 5, 10, 25, 50)
 """N / N0 of the A-ESR-vs-N curve (Fig. 4b)."""
 W_SWEEP = (1.0, 2.0, 3.0, 5.0, 7.0)
 K_SWEEP = (0.0, -0.02, -0.05, -0.1)
 """Fig. 6: w′ at k = −0.02, and k at w′ = 3, FineXtract on the full fine-tune."""
 DEFENCES = ("cutout", "randaugment")
+SAMPLER_GRID = ("ddim:50", "ddim:20", "ddim:10", "dpmpp_2m:20", "dpmpp_2m:10")
+"""Fewer model evaluations (ours): the paper's 50 DDIM steps against fewer, and DPM-Solver++(2M)."""
+STOP_RULES = {"default": StopRule(), "patient": StopRule(patience=10), "loose": StopRule(phi=0.5)}
+"""The adaptive-N rules evaluated on every run: the default and one change of each knob."""
 
 
 def _log(msg: str) -> None:
@@ -61,258 +80,323 @@ def _metrics(train_desc, desc) -> dict:
 
 
 def _clustered(train_desc, desc, n0: int, mode: str = "fast", time_cap: float = 30.0) -> dict:
-    """Cluster ``desc`` (all generated images, in image order) into ``n0`` and score the centres."""
+    """Cluster ``desc`` (generated images, in image order) into ``n0`` and score the centres."""
     result = cluster(desc, n0, mode=mode, time_cap=time_cap)
-    return {**_metrics(train_desc, desc[result.indices]), "seconds": round(result.seconds, 1),
-            "capped_thresholds": result.capped_thresholds}
+    return {**_metrics(train_desc, desc[result.indices]), "capped_thresholds": result.capped_thresholds}
 
 
-def run_set(base, name: str, descriptor, cfg: dict) -> dict:
-    """Every number of one concept set (see the module docstring); ``cfg`` = the run's settings."""
-    images, caption = dataset.concept_set(name)
-    n0 = len(images)
-    n = cfg["n_per_image"] * n0
-    train_desc = descriptor.embed(images)
-    seed, k = cfg["seed"], cfg["k"]
-
-    def run(model, base_model, method, w, kk, label, count=n):
-        """(scores, all descriptors in image order) of ``count`` images of ``method``."""
-        t0 = time.monotonic()
-        _, ex = extract_images(model, base_model, caption, n0, count, method, w, kk, cfg["ddim_steps"], seed,
-                               descriptor, label)
-        scores = _metrics(train_desc, ex.extracted_descriptors())
-        return {**scores, "seconds": round(time.monotonic() - t0, 1)}, ex.descriptors
-
-    def full_finetune(augment=None):
-        return finetune.dreambooth(base, images, caption, steps=cfg["ft_steps"], lr=cfg["ft_lr"], seed=seed,
-                                   augment=augment)
-
-    t = time.monotonic()
-    models = {"full": (full_finetune(), 3.0)}
-    lora = finetune.train_lora(base, images, caption, steps=cfg["lora_steps"], rank=cfg["lora_rank"],
-                               alpha=cfg["lora_rank"], lr=cfg["lora_lr"], seed=seed)
-    models["lora"] = (finetune.with_unet(base, finetune.merge_lora(base.unet, lora)), 5.0)
-    out = {"caption": caption, "n0": n0, "n": n, "finetune_seconds": round(time.monotonic() - t, 1)}
-    _log(f"{name}: fine-tunes done in {out['finetune_seconds']} s")
-    out["base_control"] = run(base, None, "direct", 1.0, 0.0, f"{name} base control")[0]
-    fx_full_desc = None
-    for kind, (model, w_fx) in models.items():
-        out[kind] = {"direct": run(model, None, "direct", 1.0, 0.0, f"{name} {kind} direct")[0],
-                     "cfg": run(model, None, "cfg", cfg["cfg_scale"], 0.0, f"{name} {kind} cfg")[0]}
-        out[kind]["finextract"], desc = run(model, base, "finextract", w_fx, k, f"{name} {kind} finextract")
-        fx_full_desc = desc if kind == "full" else fx_full_desc
-        _log(f"{name} {kind}: " + "  ".join(f"{m} AS {out[kind][m]['AS']:.3f}" for m in METHODS)
-             + f"  (base control {out['base_control']['AS']:.3f})")
-    if not cfg["extras"]:
-        return out
-    full = models["full"][0]
-    out["vs_n"] = {str(m): _clustered(train_desc, fx_full_desc[:m * n0], n0)
-                   for m in N_PER_IMAGE if m <= cfg["n_per_image"]}
-    out["faithful"] = _clustered(train_desc, fx_full_desc, n0, mode="faithful", time_cap=cfg["faithful_cap"])
-    n_defence = cfg["defence_n_per_image"] * n0
-    out["defences"] = {"none": (out["full"]["finextract"] if n_defence == n else
-                                _clustered(train_desc, fx_full_desc[:n_defence], n0))}
-    for defence in DEFENCES:
-        out["defences"][defence] = run(full_finetune(finetune.AUGMENTATIONS[defence]), base, "finextract", 3.0, k,
-                                       f"{name} full+{defence} finextract", n_defence)[0]
-    n_sweep = cfg["sweep_n_per_image"] * n0
-    out["w_sweep"] = {str(w): run(full, base, "finextract", w, k, f"{name} sweep w'={w}", n_sweep)[0]
-                      for w in W_SWEEP}
-    out["k_sweep"] = {str(kk): (out["w_sweep"]["3.0"] if kk == k else
-                                run(full, base, "finextract", 3.0, kk, f"{name} sweep k={kk}", n_sweep)[0])
-                      for kk in K_SWEEP}
-    _log(f"{name} extras: AS vs N/N0 " + " ".join(f"{m}:{v['AS']:.3f}" for m, v in out["vs_n"].items())
-         + "; defences " + " ".join(f"{d}:{v['AS']:.3f}" for d, v in out["defences"].items()))
+def _post_hoc(train_desc, desc, n0: int) -> dict:
+    """Fig. 4b and adaptive N of one run, from its descriptors alone (no sampling)."""
+    n_max = len(desc) // n0
+    out = {"vs_n": {str(m): {k: v for k, v in _clustered(train_desc, desc[:m * n0], n0).items() if k in METRICS}
+                    for m in N_PER_IMAGE if m <= n_max}, "adaptive": {}}
+    for name, rule in STOP_RULES.items():
+        stop = stop_point(desc.numpy(), n0, rule)
+        at_stop = _clustered(train_desc, desc[:stop["n"]], n0)
+        out["adaptive"][name] = {**{k: stop[k] for k in ("n", "stopped", "saved")},
+                                 **{m: at_stop[m] for m in METRICS}}
     return out
 
 
-def _worker(args):
-    name, cfg = args
+class Unit:
+    """One resumable piece of the run: (regime, concept set, kind); the base control is regime
+    ``control``, kind ``base``."""
+
+    def __init__(self, regime_name: str, concept: str, kind: str):
+        self.regime, self.set, self.kind = regime_name, concept, kind
+
+    @property
+    def name(self) -> str:
+        return f"{self.regime}_{self.set}_{self.kind}"
+
+    def steps(self, cfg: dict) -> int | None:
+        return None if self.regime == "control" else cfg["lengths"][self.regime][self.kind]
+
+    def seeds(self, cfg: dict) -> list[int]:
+        return cfg["seeds"][:1] if self.regime in ("absent", "saturated") else cfg["seeds"]
+
+    def extras(self, cfg: dict) -> bool:
+        return self.regime == "partial" and self.kind == "full" and self.set in cfg["extras_sets"]
+
+    def identity(self, cfg: dict) -> dict:
+        """Every setting this unit's numbers depend on (a saved unit of other settings is refused)."""
+        ident = {"unit": self.name, "steps": self.steps(cfg), "seeds": self.seeds(cfg), "n": cfg["n_per_image"],
+                 "ddim_steps": cfg["ddim_steps"], "k": cfg["k"], "descriptor": cfg["descriptor"],
+                 "stop_rules": {k: r.to_dict() for k, r in STOP_RULES.items()}}
+        if self.regime != "control":
+            ident.update(recipe=regime.RECIPE, lr=regime.LR, w=regime.W_FINEXTRACT[self.kind],
+                         cfg_scale=regime.CFG_SCALE[self.kind], finetune_seed=cfg["finetune_seed"],
+                         **({"lora": regime.LORA} if self.kind == "lora" else {}),
+                         **({"inversion_steps": cfg["inversion_steps"]} if self.kind == "two-stage" else {}))
+        if self.extras(cfg):
+            ident.update({k: cfg[k] for k in ("defence_n_per_image", "sweep_n_per_image", "faithful_cap",
+                                               "w_sweep", "k_sweep", "samplers")})
+        return ident
+
+    def cost(self, cfg: dict) -> float:
+        """Rough relative cost, to start the longest units first (fine-tune steps, LoRA slower)."""
+        ft = (self.steps(cfg) or 0) * (1.3 if self.kind == "lora" else 1.0)
+        return ft + 2000 * len(self.seeds(cfg)) * (5 if self.regime != "control" else 1) / 5 + 3000 * self.extras(cfg)
+
+
+def run_unit(base, descriptor, unit: Unit, cfg: dict) -> dict:
+    """Every number of one unit (see the module docstring)."""
+    start = time.monotonic()
+    images, caption = dataset.concept_set(unit.set)
+    n0 = len(images)
+    n = cfg["n_per_image"] * n0
+    train_desc = descriptor.embed(images)
+    k, steps = cfg["k"], cfg["ddim_steps"]
+
+    def run(model, method, w, kk, seed, label, count=n, post_hoc=True, sampler="ddim", sampler_steps=steps):
+        """(scores, descriptors in image order) of ``count`` images of ``method``."""
+        t0 = time.monotonic()
+        _, ex = extract_images(model, base if method == "finextract" else None, caption, n0, count, method, w, kk,
+                               sampler_steps, seed, descriptor, label, sampler)
+        scores = {**_metrics(train_desc, ex.extracted_descriptors()), "w": w, "k": kk,
+                  "seconds": round(time.monotonic() - t0, 1)}
+        return ({**scores, **_post_hoc(train_desc, ex.descriptors, n0)} if post_hoc else scores), ex.descriptors
+
+    out = {"unit": {"regime": unit.regime, "set": unit.set, "kind": unit.kind}, "identity": unit.identity(cfg),
+           "caption": caption, "n0": n0, "n": n, "steps": unit.steps(cfg), "seeds": {}}
+    label = f"{unit.regime} {unit.set} {unit.kind}"
+    if unit.regime == "control":
+        for seed in unit.seeds(cfg):
+            out["seeds"][str(seed)] = {"direct": run(base, "direct", 1.0, 0.0, seed, f"{label} s{seed}")[0]}
+        out["seconds"] = round(time.monotonic() - start, 1)
+        return out
+    t = time.monotonic()
+    model = regime.fine_tune(base, unit.kind, images, caption, unit.steps(cfg), cfg["finetune_seed"],
+                             inversion_steps=cfg["inversion_steps"])
+    out["finetune_seconds"] = round(time.monotonic() - t, 1)
+    _log(f"{label}: fine-tune of {unit.steps(cfg)} steps done in {out['finetune_seconds']} s")
+    w_fx, w_cfg = regime.W_FINEXTRACT[unit.kind], regime.CFG_SCALE[unit.kind]
+    fx_desc = None
+    for seed in unit.seeds(cfg):
+        runs = {"direct": run(model, "direct", 1.0, 0.0, seed, f"{label} s{seed} direct")[0],
+                "cfg": run(model, "cfg", w_cfg, 0.0, seed, f"{label} s{seed} cfg")[0]}
+        runs["finextract"], desc = run(model, "finextract", w_fx, k, seed, f"{label} s{seed} finextract")
+        fx_desc = desc if fx_desc is None else fx_desc
+        out["seeds"][str(seed)] = runs
+        _log(f"{label} seed {seed}: " + "  ".join(f"{m} AS {runs[m]['AS']:.3f} A-ESR@0.6 {runs[m]['A-ESR@0.6']:.1f}"
+                                                  for m in METHODS))
+    if unit.extras(cfg):
+        out["extras"] = _extras(base, model, unit, cfg, images, caption, train_desc, fx_desc,
+                                out["seeds"][str(cfg["seeds"][0])]["finextract"], run)
+    out["seconds"] = round(time.monotonic() - start, 1)
+    return out
+
+
+def _extras(base, model, unit: Unit, cfg: dict, images, caption, train_desc, fx_desc, fx_run, run) -> dict:
+    """Table 4, Fig. 6 and fast vs faithful clustering on the first seed of a partial full fine-tune."""
+    n0, seed, k = len(images), cfg["seeds"][0], cfg["k"]
+    w = regime.W_FINEXTRACT[unit.kind]
+    only = {m: fx_run[m] for m in METRICS}
+    faithful = _clustered(train_desc, fx_desc, n0, mode="faithful", time_cap=cfg["faithful_cap"])
+    out = {"fast_vs_faithful": {"fast": only, "faithful": {m: faithful[m] for m in METRICS}},
+           "faithful_capped_thresholds": faithful["capped_thresholds"]}
+    n_defence = min(cfg["defence_n_per_image"], cfg["n_per_image"]) * n0
+    none = only if n_defence == len(fx_desc) else _clustered(train_desc, fx_desc[:n_defence], n0)
+    out["defences"] = {"none": {m: none[m] for m in METRICS}}
+    for defence in DEFENCES:
+        defended = regime.fine_tune(base, unit.kind, images, caption, unit.steps(cfg), cfg["finetune_seed"],
+                                    augment=finetune.AUGMENTATIONS[defence])
+        out["defences"][defence] = run(defended, "finextract", w, k, seed, f"{unit.set} full+{defence}",
+                                       n_defence, post_hoc=False)[0]
+    n_sweep = min(cfg["sweep_n_per_image"], cfg["n_per_image"]) * n0
+    out["w_sweep"] = {str(ww): run(model, "finextract", ww, k, seed, f"{unit.set} w'={ww}", n_sweep, False)[0]
+                      for ww in cfg["w_sweep"]}
+    out["k_sweep"] = {str(kk): (out["w_sweep"][str(w)] if kk == k and str(w) in out["w_sweep"] else
+                                run(model, "finextract", w, kk, seed, f"{unit.set} k={kk}", n_sweep, False)[0])
+                      for kk in cfg["k_sweep"]}
+    out["samplers"] = {}
+    for key in cfg["samplers"]:
+        sampler, steps = key.split(":")
+        same = sampler == "ddim" and int(steps) == cfg["ddim_steps"]  # the main run itself
+        r = fx_run if same else run(model, "finextract", w, k, seed, f"{unit.set} {key}", sampler=sampler,
+                                    sampler_steps=int(steps))[0]
+        evals = 2 * int(steps)  # FineXtract: the fine-tuned and the base model once per step
+        out["samplers"][key] = {**{m: r[m] for m in METRICS}, "evals_per_image": evals,
+                                "evals_per_audit": evals * len(fx_desc),
+                                "evals_at_stop": evals * r["adaptive"]["default"]["n"],
+                                **{f"{m}_at_stop": r["adaptive"]["default"][m] for m in METRICS}}
+    return out
+
+
+_STATE: dict = {}
+
+
+def _init_worker() -> None:
     torch.set_num_threads(1)
-    return name, run_set(load_pipeline(BASE_CHECKPOINT), name, load_descriptor(), cfg)
+    _STATE["base"], _STATE["descriptor"] = load_pipeline(BASE_CHECKPOINT), load_descriptor()
 
 
-def summarise(per_set: dict) -> dict:
-    """Means and spread over sets, and paired wins (same seeds per set)."""
-    names = list(per_set)
-    summary = {"base_control_AS": float(np.mean([per_set[s]["base_control"]["AS"] for s in names]))}
-    for kind in ("full", "lora"):
-        block = {}
-        for m in METHODS:
-            for metric in ("AS", "A-ESR@0.6", "A-ESR@0.7"):
-                vals = [per_set[s][kind][m][metric] for s in names]
-                block.setdefault(m, {})[metric] = float(np.mean(vals))
-                block[m][metric + "_std"] = float(np.std(vals))
-        wins = {}
-        for a, b in (("finextract", "cfg"), ("cfg", "direct"), ("finextract", "direct")):
-            d = [per_set[s][kind][a]["AS"] - per_set[s][kind][b]["AS"] for s in names]
-            wins[f"{a}>{b}"] = {"sets_won": int(sum(x > 0 for x in d)), "sets": len(d),
-                                "mean_gap": float(np.mean(d))}
-        block["paired"] = wins
-        summary[kind] = block
-    if "vs_n" in per_set[names[0]]:
-        summary["extras"] = summarise_extras(per_set)
-    return summary
+def _worker(args) -> tuple[str, float]:
+    """Run one unit in a worker process and write its JSON (the resume point)."""
+    unit, cfg, path = args
+    if not _STATE:
+        _init_worker()
+    t = time.monotonic()
+    result = run_unit(_STATE["base"], _STATE["descriptor"], unit, cfg)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+    return unit.name, time.monotonic() - t
 
 
-def _mean_over_sets(per_set: dict, key: str, metric: str = "AS") -> dict[str, float]:
-    """{setting: mean of ``metric`` over sets} for a per-set block ``key`` ({setting: scores})."""
-    settings = per_set[next(iter(per_set))][key]
-    return {x: float(np.mean([per_set[s][key][x][metric] for s in per_set])) for x in settings}
+def plan(cfg: dict) -> list[Unit]:
+    """Every unit of the run, longest first."""
+    units = [Unit("control", s, "base") for s in cfg["sets"]]
+    units += [Unit("partial", s, kind) for s in cfg["sets"] for kind in cfg["kinds"]]
+    units += [Unit(r, s, kind) for r in ("absent", "saturated") for s in cfg["ends_sets"] for kind in cfg["kinds"]]
+    return sorted(units, key=lambda u: -u.cost(cfg))
 
 
-def summarise_extras(per_set: dict) -> dict:
-    """Fig. 4b, Table 4 and Fig. 6 over sets: means, and the paired checks the issue asks for."""
-    vs_n = {metric: _mean_over_sets(per_set, "vs_n", metric) for metric in ("AS", "A-ESR@0.6", "A-ESR@0.7")}
-    as_by_n = list(vs_n["AS"].values())
-    defences = _mean_over_sets(per_set, "defences")
-    return {
-        "vs_n": vs_n,
-        "more_generations_do_not_hurt": bool(all(b >= a - 0.01 for a, b in zip(as_by_n, as_by_n[1:]))),
-        "fast_vs_faithful_AS": {"fast": float(np.mean([per_set[s]["full"]["finextract"]["AS"] for s in per_set])),
-                                "faithful": float(np.mean([per_set[s]["faithful"]["AS"] for s in per_set]))},
-        "faithful_capped_thresholds": int(sum(per_set[s]["faithful"]["capped_thresholds"] for s in per_set)),
-        "defences": defences,
-        "defence_reduced_AS": {d: {"sets": len(per_set), "sets_reduced": int(sum(
-            per_set[s]["defences"][d]["AS"] < per_set[s]["defences"]["none"]["AS"] for s in per_set))}
-            for d in DEFENCES},
-        "w_sweep": _mean_over_sets(per_set, "w_sweep"),
-        "k_sweep": _mean_over_sets(per_set, "k_sweep"),
-    }
+def _saved(unit: Unit, cfg: dict, path: pathlib.Path) -> dict | None:
+    """The unit's saved result when it was run with these settings; None when not run yet."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if differs := differences(saved["identity"], unit.identity(cfg)):
+        raise SystemExit(f"{path} was run with other settings ({differs}); delete it or choose another --out")
+    return saved
+
+
+def machine() -> str:
+    """The machine in words: CPU model, cores, threads per job."""
+    model = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if pathlib.Path("/proc/cpuinfo").is_file() \
+        else platform.processor()
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, torch {torch.__version__}"
+
+
+def _lengths(a) -> dict:
+    lengths = {r: dict(v) for r, v in regime.LENGTHS.items()}
+    for item in a.steps or []:
+        kind, _, steps = item.partition("=")
+        if kind not in regime.KINDS or not steps.isdigit():
+            raise SystemExit(f"--steps takes KIND=N with KIND in {regime.KINDS}, got {item!r}")
+        lengths["partial"][kind] = int(steps)
+    return {r: {kind: max(1, round(s * a.length_scale)) for kind, s in v.items()} for r, v in lengths.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m finextract.bench.table1", description=__doc__.split("\n")[0])
+    p.add_argument("--readme", type=pathlib.Path, metavar="JSON",
+                   help="only rewrite the README's results section from this table1.json, then exit")
+    p.add_argument("--readme-path", type=pathlib.Path, default=table1_readme.README)
+    p.add_argument("--quick", action="store_true", help="the first two sets, same regime, no ends, extras on one set")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/table1"))
+    p.add_argument("--sets", nargs="*", help="concept sets (default: the science sets)")
+    p.add_argument("--kinds", default=",".join(regime.KINDS))
+    p.add_argument("--seeds", default="0,1", help="sampling seeds; every seed shares the set's fine-tune")
+    p.add_argument("--finetune-seed", type=int, default=0)
+    p.add_argument("--n-per-image", type=int, default=50, help="N / N0 (paper: 50)")
+    p.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps (the calibration's 20; paper 50)")
+    p.add_argument("--steps", nargs="*", metavar="KIND=N", help="override the partial regime's length of a kind")
+    p.add_argument("--length-scale", type=float, default=1.0,
+                   help="multiply every fine-tune length (tests: a tiny run of the whole pipeline)")
+    p.add_argument("--inversion-steps", type=int, default=regime.INVERSION["steps"])
+    p.add_argument("--k", type=float, default=regime.K)
+    p.add_argument("--ends-sets", nargs="*", default=None,
+                   help="sets of the absent and saturated points (default: the first set; --quick: none)")
+    p.add_argument("--extras-sets", nargs="*", default=None,
+                   help="sets of Table 4, Fig. 6 and faithful clustering (default: the first two; --quick: one)")
+    p.add_argument("--sweep-n-per-image", type=int, default=10, help="N / N0 of the w'/k sweeps")
+    p.add_argument("--defence-n-per-image", type=int, default=None, help="N / N0 of the defence runs (default N)")
+    p.add_argument("--w-sweep", default=",".join(map(str, W_SWEEP)))
+    p.add_argument("--k-sweep", default=",".join(map(str, K_SWEEP)))
+    p.add_argument("--samplers", default=",".join(SAMPLER_GRID),
+                   help="SAMPLER:STEPS of the fewer-evaluations grid (FineXtract at N; ddim at --ddim-steps reuses the main run)")
+    p.add_argument("--faithful-cap", type=float, default=30.0, help="faithful clustering's seconds per threshold")
+    p.add_argument("--jobs", type=int, default=1, help="units run in this many processes (2 on 2 cores)")
+    a = p.parse_args(argv)
+    if a.readme is not None:
+        table1_readme.write(a.readme, a.readme_path)
+        print(f"rewrote the Table 1 section of {a.readme_path} from {a.readme}")
+        return
+    torch.set_num_threads(1)
+    sets = a.sets or list(dataset.SCIENCE_CONCEPTS[:2] if a.quick else dataset.SCIENCE_CONCEPTS)
+    cfg = {"sets": sets, "kinds": a.kinds.split(","), "seeds": [int(s) for s in a.seeds.split(",")],
+           "finetune_seed": a.finetune_seed, "n_per_image": a.n_per_image, "ddim_steps": a.ddim_steps,
+           "lengths": _lengths(a), "inversion_steps": a.inversion_steps, "k": a.k,
+           "ends_sets": a.ends_sets if a.ends_sets is not None else ([] if a.quick else sets[:1]),
+           "extras_sets": a.extras_sets if a.extras_sets is not None else sets[:1 if a.quick else 2],
+           "sweep_n_per_image": a.sweep_n_per_image, "defence_n_per_image": a.defence_n_per_image or a.n_per_image,
+           "w_sweep": [float(w) for w in a.w_sweep.split(",")], "k_sweep": [float(k) for k in a.k_sweep.split(",")],
+           "samplers": a.samplers.split(","), "faithful_cap": a.faithful_cap, "descriptor": load_descriptor().name, "quick": a.quick, "jobs": a.jobs}
+    unknown = set(cfg["kinds"]) - set(regime.KINDS)
+    if unknown:
+        raise SystemExit(f"unknown kinds {sorted(unknown)}; expected {regime.KINDS}")
+    if bad := [key for key in cfg["samplers"] if not re.fullmatch(rf"({'|'.join(SAMPLERS)}):[1-9]\d*", key)]:
+        raise SystemExit(f"--samplers takes SAMPLER:STEPS with SAMPLER in {sorted(SAMPLERS)}, got {bad}")
+    print(regime.describe(cfg["lengths"], cfg["inversion_steps"]))
+    print(f"sets {', '.join(sets)}; kinds {', '.join(cfg['kinds'])}; sampling seeds {cfg['seeds']} share one fine-tune "
+          f"per (set, kind); N = {a.n_per_image}·N0, {a.ddim_steps} DDIM steps; ends on {cfg['ends_sets'] or 'none'} "
+          f"(seed {cfg['seeds'][0]}); extras on {cfg['extras_sets'] or 'none'}", flush=True)
+    folder = a.out / "units"
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    units = plan(cfg)
+    results = {u.name: r for u in units if (r := _saved(u, cfg, folder / f"{u.name}.json")) is not None}
+    todo = [(u, cfg, folder / f"{u.name}.json") for u in units if u.name not in results]
+    _log(f"{len(units)} units: {len(results)} already done (skipped), {len(todo)} to run with {a.jobs} job(s)")
+    if a.jobs > 1 and len(todo) > 1:
+        with multiprocessing.get_context("spawn").Pool(a.jobs, initializer=_init_worker) as pool:
+            for name, seconds in pool.imap_unordered(_worker, todo, chunksize=1):
+                _log(f"unit {name} done in {seconds:.0f} s")
+    else:
+        for task in todo:
+            name, seconds = _worker(task)
+            _log(f"unit {name} done in {seconds:.0f} s")
+    results = {u.name: json.loads((folder / f"{u.name}.json").read_text()) for u in units}
+    result = {"command": "python -m finextract.bench.table1 " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "config": cfg,
+              "regime": {"lengths": cfg["lengths"], "recipe": regime.RECIPE, "lr": regime.LR, "lora": regime.LORA,
+                         "inversion": {**regime.INVERSION, "steps": cfg["inversion_steps"]},
+                         "partial_band": regime.PARTIAL_BAND},
+              "stop_rules": {k: {**r.to_dict(), "rule": r.describe()} for k, r in STOP_RULES.items()},
+              "summary": summarise(results), "units": results,
+              "seconds": round(time.monotonic() - start, 1),
+              "unit_seconds": {name: r["seconds"] for name, r in results.items()}}
+    (a.out / "table1.json").write_text(json.dumps(result, indent=1))
+    plot(result["summary"], a.out / "table1.png")
+    print("\n" + table1_readme.render(result))
+    print(f"wrote {a.out / 'table1.json'} and {a.out / 'table1.png'} ({result['seconds']:.0f} s)")
 
 
 def plot(summary: dict, path: pathlib.Path) -> None:
-    """Bar chart of mean AS (± std over sets) per method and fine-tune kind, PIL only."""
-    w, h, pad = 560, 320, 40
+    """Mean AS per method and kind (partial regime) with ± sd over sets; base control line. PIL only."""
+    block = summary["table"].get("partial", {})
+    w, h, pad = 120 + 200 * max(1, len(block)), 320, 40
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     d.line([pad, h - pad, w - 10, h - pad], fill="black")
     d.line([pad, 10, pad, h - pad], fill="black")
+    scale = h - pad - 20
     for v in (0.2, 0.4, 0.6, 0.8, 1.0):
-        y = h - pad - v * (h - pad - 20)
+        y = h - pad - v * scale
         d.line([pad - 4, y, w - 10, y], fill=(220, 220, 220))
         d.text((5, y - 6), f"{v:.1f}", fill="black", font=font)
     colours = {"direct": (150, 150, 150), "cfg": (70, 130, 200), "finextract": (220, 90, 40)}
     x = pad + 20
-    for kind in ("full", "lora"):
+    for kind, methods in block.items():
         for m in METHODS:
-            v, s = summary[kind][m]["AS"], summary[kind][m]["AS_std"]
-            top = h - pad - v * (h - pad - 20)
+            v, s = methods[m]["AS"], methods[m]["AS_sd"]
+            top = h - pad - max(v, 0.0) * scale  # an AS below 0 (unrelated images) draws no bar
             d.rectangle([x, top, x + 40, h - pad], fill=colours[m])
-            err = s * (h - pad - 20)
-            d.line([x + 20, top - err, x + 20, top + err], fill="black", width=2)
-            d.text((x, h - pad + 4), m[:6], fill="black", font=font)
+            d.line([x + 20, top - s * scale, x + 20, top + s * scale], fill="black", width=2)
+            d.text((x, h - pad + 4), NAMES[m][:6], fill="black", font=font)
             x += 50
-        d.text((x - 140, h - pad + 18), f"{kind} fine-tune", fill="black", font=font)
-        x += 40
-    y = h - pad - summary["base_control_AS"] * (h - pad - 20)
-    d.line([pad, y, w - 10, y], fill=(0, 150, 0), width=1)
-    d.text((w - 150, y - 14), "base-model control", fill=(0, 150, 0), font=font)
-    d.text((pad + 5, 2), "mean AS over concept sets (SSCD), ± std", fill="black", font=font)
+        d.text((x - 140, h - pad + 18), kind, fill="black", font=font)
+        x += 50
+    if summary["control"]:
+        y = h - pad - summary["control"]["AS"] * scale
+        d.line([pad, y, w - 10, y], fill=(0, 150, 0), width=1)
+        d.text((w - 150, y - 14), "base-model control", fill=(0, 150, 0), font=font)
+    d.text((pad + 5, 2), "mean AS over concept sets (SSCD), partial regime, ± sd over sets", fill="black", font=font)
     img.save(path)
-
-
-def plot_extras(extras: dict, path: pathlib.Path) -> None:
-    """Four small panels, mean AS over sets: vs N/N0, vs w′, vs k, per defence (PIL only)."""
-    panels = [("AS vs N/N0 (Fig. 4b)", extras["vs_n"]["AS"]), ("AS vs w' (Fig. 6)", extras["w_sweep"]),
-              ("AS vs k (Fig. 6)", extras["k_sweep"]), ("AS per defence (Table 4)", extras["defences"])]
-    pw, ph, pad = 260, 200, 30
-    img = Image.new("RGB", (pw * len(panels), ph), "white")
-    d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    for i, (title, values) in enumerate(panels):
-        x0 = i * pw + pad
-        d.text((x0, 4), title, fill="black", font=font)
-        d.line([x0, ph - pad, x0 + pw - 2 * pad, ph - pad], fill="black")
-        d.line([x0, 20, x0, ph - pad], fill="black")
-        step = (pw - 2 * pad) / max(len(values), 1)
-        for j, (label, v) in enumerate(values.items()):
-            cx = x0 + step * (j + 0.5)
-            top = ph - pad - v * (ph - pad - 24)
-            d.rectangle([cx - step * 0.3, top, cx + step * 0.3, ph - pad], fill=(220, 90, 40))
-            d.text((cx - step * 0.4, top - 12), f"{v:.2f}", fill="black", font=font)
-            d.text((cx - step * 0.4, ph - pad + 4), label[:6], fill="black", font=font)
-    img.save(path)
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m finextract.bench.table1", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="two concept sets, shorter fine-tunes, fewer DDIM steps")
-    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench-table1"))
-    p.add_argument("--sets", nargs="*", help="concept sets (default: all; --quick: the first two)")
-    p.add_argument("--n-per-image", type=int, default=50, help="N / N0 (paper: 50)")
-    p.add_argument("--ddim-steps", type=int, default=None,
-                   help="DDIM steps per image (default 15, quick 10: the 90-min budget on 2 cores)")
-    p.add_argument("--ft-steps", type=int, default=None, help="full fine-tune steps (paper: 200·N0)")
-    p.add_argument("--lora-steps", type=int, default=None)
-    p.add_argument("--ft-lr", type=float, default=1e-4)
-    p.add_argument("--lora-lr", type=float, default=1e-3)
-    p.add_argument("--lora-rank", type=int, default=16)
-    p.add_argument("--cfg-scale", type=float, default=3.0)
-    p.add_argument("--k", type=float, default=-0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-extras", action="store_true", help="only the main table (no A-ESR vs N, defences, sweeps)")
-    p.add_argument("--sweep-n-per-image", type=int, default=None, help="N / N0 of the w'/k sweeps (default 10; quick 5)")
-    p.add_argument("--defence-n-per-image", type=int, default=None,
-                   help="N / N0 of the Cutout/RandAugment runs (default: --n-per-image; quick 10)")
-    p.add_argument("--faithful-cap", type=float, default=None,
-                   help="faithful clustering's seconds per threshold (paper and default 30; quick 10)")
-    p.add_argument("--jobs", type=int, default=1, help="concept sets run in this many processes (2 on 2 cores)")
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    sets = a.sets or (list(dataset.SCIENCE_CONCEPTS[:2]) if a.quick else list(dataset.SCIENCE_CONCEPTS))
-    ddim_steps = a.ddim_steps or (10 if a.quick else 15)
-    ft_steps = a.ft_steps or (100 * dataset.N0 if a.quick else 200 * dataset.N0)
-    descriptor_name = load_descriptor().name
-    cfg = {k: v for k, v in vars(a).items() if k not in ("out", "no_extras", "jobs", "quick", "sets")}
-    cfg.update(sets=sets, quick=a.quick, ddim_steps=ddim_steps, ft_steps=ft_steps, lora_steps=a.lora_steps or ft_steps,
-               sweep_n_per_image=a.sweep_n_per_image or (5 if a.quick else 10), extras=not a.no_extras,
-               defence_n_per_image=min(a.defence_n_per_image or (10 if a.quick else a.n_per_image), a.n_per_image),
-               faithful_cap=a.faithful_cap or (10.0 if a.quick else 30.0),
-               w_full=3.0, w_lora=5.0, descriptor=descriptor_name)
-    _log(f"table1: {cfg} ({a.jobs} job(s))")
-    start = time.monotonic()
-    tasks = [(name, cfg) for name in sets]
-    if a.jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(a.jobs) as pool:
-            per_set = dict(pool.map(_worker, tasks, chunksize=1))
-    else:
-        per_set = dict(map(_worker, tasks))
-    per_set = {name: per_set[name] for name in sets}
-    summary = summarise(per_set)
-    result = {"config": cfg, "summary": summary, "per_set": per_set,
-              "seconds": round(time.monotonic() - start, 1)}
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "table1.json").write_text(json.dumps(result, indent=2))
-    plot(summary, a.out / "table1.png")
-    if "extras" in summary:
-        plot_extras(summary["extras"], a.out / "table1_extras.png")
-    print(f"\nTable 1 in miniature ({len(sets)} concept sets, N = {a.n_per_image}·N0, {ddim_steps} DDIM steps)")
-    print(f"{'kind':6s} {'method':11s} {'AS':>12s} {'A-ESR@0.6':>10s} {'A-ESR@0.7':>10s}")
-    for kind in ("full", "lora"):
-        for m in METHODS:
-            r = summary[kind][m]
-            print(f"{kind:6s} {m:11s} {r['AS']:.3f} ±{r['AS_std']:.3f} {r['A-ESR@0.6']:10.2f} {r['A-ESR@0.7']:10.2f}")
-        for pair, v in summary[kind]["paired"].items():
-            print(f"       {pair}: won {v['sets_won']}/{v['sets']} sets, mean AS gap {v['mean_gap']:+.3f}")
-    print(f"base-model control AS {summary['base_control_AS']:.3f}")
-    if "extras" in summary:
-        x = summary["extras"]
-        print("FineXtract, full fine-tune, mean over sets:")
-        for metric, row in x["vs_n"].items():
-            print(f"  {metric} vs N/N0: " + "  ".join(f"{m}: {v:.3f}" for m, v in row.items()))
-        print(f"  more generations do not hurt (AS within 0.01): {x['more_generations_do_not_hurt']}")
-        print(f"  clustering at N = {a.n_per_image}·N0: AS fast {x['fast_vs_faithful_AS']['fast']:.3f}, "
-              f"faithful {x['fast_vs_faithful_AS']['faithful']:.3f} ({x['faithful_capped_thresholds']} thresholds "
-              f"hit the {cfg['faithful_cap']:g} s cap)")
-        print(f"  defences AS (N = {cfg['defence_n_per_image']}·N0): "
-              + "  ".join(f"{d}: {v:.3f}" for d, v in x["defences"].items()) + "; reduced AS in "
-              + ", ".join(f"{d} {r['sets_reduced']}/{r['sets']} sets" for d, r in x["defence_reduced_AS"].items()))
-        print(f"  w' sweep AS (N = {cfg['sweep_n_per_image']}·N0): "
-              + "  ".join(f"{w}: {v:.3f}" for w, v in x["w_sweep"].items()))
-        print("  k sweep AS: " + "  ".join(f"{k}: {v:.3f}" for k, v in x["k_sweep"].items()))
-    print(f"wrote {a.out / 'table1.json'} and {a.out / 'table1.png'} ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .families import TextStream
 from .weight_delta import TextReadingLayers
 
 OBJECTIVES = ("eq17", "eq19")
@@ -31,13 +32,17 @@ OBJECTIVES = ("eq17", "eq19")
 
 @dataclass(frozen=True)
 class Objective:
-    """F(e) = ‖ê C‖ with ê = e/‖e‖; ``equation`` names the paper's form."""
+    """F(e) = ‖ê C‖ with ê = e/‖e‖; ``equation`` names the paper's form. For SD3/FLUX, e is the
+    encoder row mapped by ``stream`` into the rows the K/V weights read (:mod:`.families`)."""
 
     factor: torch.Tensor  # [N, m]
     equation: str
+    stream: TextStream | None = None
 
     def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """F of each row of ``embeddings`` [..., N] → [...]; differentiable."""
+        """F of each encoder row of ``embeddings`` [..., C] → [...]; differentiable."""
+        if self.stream is not None:
+            embeddings = self.stream(embeddings)
         unit = embeddings / embeddings.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return (unit @ self.factor.to(unit.dtype)).norm(dim=-1)
 
@@ -80,7 +85,8 @@ def single_token_objective(layers: TextReadingLayers, deflate: int = 0) -> Objec
     "any prompt", not this caption. Measured on the padded toy world (tests' TinyCausalEncoder with 13
     of 16 rows padding, 6 planted captions): a planted token in the top 10 for 0/6 with Eq. 17, 6/6
     with ``deflate=1``, 5/6 with 2."""
-    return Objective(_gram_factor(_gram(layers.deltas), drop=deflate), "eq17" if not deflate else f"eq17-deflate{deflate}")
+    return Objective(_gram_factor(_gram(layers.deltas), drop=deflate),
+                     "eq17" if not deflate else f"eq17-deflate{deflate}", layers.stream)
 
 
 def principal_difference_objective(layers: TextReadingLayers, components: int = 1) -> Objective:
@@ -93,7 +99,7 @@ def principal_difference_objective(layers: TextReadingLayers, components: int = 
     m = torch.cat([u_a * s_a, -u_b * s_b], dim=1)
     w = torch.cat([v_a, v_b], dim=1)
     inner = _gram_factor(m.T @ m).double()
-    return Objective((w @ inner).float(), "eq19")
+    return Objective((w @ inner).float(), "eq19", layers.stream)
 
 
 def objective(layers: TextReadingLayers, equation: str, components: int = 1, deflate: int = 0) -> Objective:

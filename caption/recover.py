@@ -96,9 +96,9 @@ def recover_caption(request: CaptionRequest, *, layers: Callable[[], TextReading
                                       deflate=request.deflate)
         started = time.perf_counter()
         vocab = _vocabulary(request.vocabulary, encoder, allowed, check_interrupt)
-        if vocab.vectors.shape[1] != pair.context_width:
+        if not pair.accepts(vocab.vectors.shape[1]):
             raise ValueError(f"the text encoder gives {vocab.vectors.shape[1]}-wide embeddings but the "
-                             f"cross-attention reads {pair.context_width}: mismatched model families")
+                             f"model reads {pair.context_width}-wide ones: mismatched model families")
         top = ranking.rank_vocabulary(objective, vocab, max(request.top_k, request.length))
         result.ranked = [(decode([t]), s) for t, s in top]
         notes.append(f"ranking: {objective.equation} over {len(vocab.token_ids)} {vocab.kind} "

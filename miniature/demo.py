@@ -64,11 +64,13 @@ def image_grid(rows: list[np.ndarray]) -> Image.Image:
 
 
 def extract_images(fine_tuned: MiniPipeline, base: MiniPipeline | None, caption: str, n0: int, n: int,
-                   method: str, w: float, k: float, steps: int, seed: int, descriptor, label: str):
-    """Generate ``n`` images with ``method`` (``ddim.guided_eps``), embed them with SSCD and cluster
-    them into ``n0`` cliques. Returns (all images (n, 64, 64, 3), clustering Extraction)."""
+                   method: str, w: float, k: float, steps: int, seed: int, descriptor, label: str,
+                   sampler: str = "ddim"):
+    """Generate ``n`` images with ``method`` (``ddim.guided_eps``; ``sampler`` of ``ddim.SAMPLERS``),
+    embed them with SSCD and cluster them into ``n0`` cliques. Returns (all images (n, 64, 64, 3),
+    clustering Extraction)."""
     latents = sample_latents(fine_tuned, base, caption, method, range(n), seed, w=w, k=k, steps=steps,
-                             progress=progress.reporter(f"{label}: sampling", scale=steps))
+                             progress=progress.reporter(f"{label}: sampling", scale=steps), sampler=sampler)
     images = fine_tuned.decode(latents).numpy()
     return images, extract(lambda idx: images[list(idx)], n, n0, descriptor, chunk_size=25,
                            progress=progress.stages(label))

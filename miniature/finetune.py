@@ -367,13 +367,12 @@ def train_lora(pipe: MiniPipeline, images: np.ndarray, caption: str, steps: int 
 
 # ---------------------------------------------------------------- two-stage (Zeng et al.)
 
-def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
-              inversion_steps: int = 100, inversion_lr: float = 5e-3, steps: int = 400,
-              lr: float = 1e-4, seed: int = 0, augment: Augment | None = None,
-              log_every: int = 0) -> MiniPipeline:
-    """Stage 1: textual inversion of ``token``'s embedding rows only (short: it should represent the
-    subject coarsely). Stage 2: full UNet fine-tune with that embedding frozen. Returns a pipeline
-    whose text encoder carries the learned embedding (so the caption means what it was trained on)."""
+def invert_token(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str, steps: int = 100,
+                 lr: float = 5e-3, seed: int = 0, augment: Augment | None = None, log_every: int = 0,
+                 **recipe) -> MiniPipeline:
+    """Textual inversion of ``token``'s embedding rows only (``recipe`` as :func:`dreambooth`'s).
+    Returns ``pipe``'s UNet with a text encoder carrying the learned rows, so the caption means
+    what it was trained on."""
     ids = encode(token)
     prompt = tokenize([caption])
     positions = torch.isin(prompt[0], torch.tensor(ids, dtype=torch.long))
@@ -389,15 +388,22 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
         embeds[0, positions] = learned[slot]
         return text.from_token_embeddings(embeds)
     unet = copy.deepcopy(pipe.unet).requires_grad_(False)
-    _denoising_steps(pipe, unet, images, context, [learned], inversion_steps, inversion_lr, seed,
-                     augment, log_every)
+    _denoising_steps(pipe, unet, images, context, [learned], steps, lr, seed, augment, log_every, **recipe)
     with torch.no_grad():
         table[ids] = learned.detach()
-    context = text(prompt).detach()
-    unet.requires_grad_(True).train()
-    _denoising_steps(pipe, unet, images, lambda: context, unet.parameters(), steps, lr, seed + 1,
-                     augment, log_every)
-    return with_unet(pipe, unet, text)
+    return with_unet(pipe, pipe.unet, text)
+
+
+def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
+              inversion_steps: int = 100, inversion_lr: float = 5e-3, steps: int = 400,
+              lr: float = 1e-4, seed: int = 0, augment: Augment | None = None,
+              log_every: int = 0, on_step: OnStep | None = None, **recipe) -> MiniPipeline:
+    """Stage 1: a short textual inversion of ``token`` (:func:`invert_token`: it should represent
+    the subject coarsely). Stage 2: full UNet fine-tune (:func:`dreambooth`, ``on_step`` counting
+    its steps) with that embedding frozen. ``recipe`` applies to both stages."""
+    inverted = invert_token(pipe, images, caption, token, inversion_steps, inversion_lr, seed, augment, log_every,
+                            **recipe)
+    return dreambooth(inverted, images, caption, steps, lr, seed + 1, augment, log_every, on_step, **recipe)
 
 
 # ---------------------------------------------------------------- CLI: the shipped demo LoRA

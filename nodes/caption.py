@@ -2,13 +2,15 @@
 
 Adapters from ComfyUI objects to :mod:`..caption`'s plain inputs:
 
-* the cross-attention K/V weights of a MODEL *as sampled*, i.e. with its patches (a LoRA applied by
-  the loader or a LoraLoader) merged by ComfyUI's own ``calculate_weight``, so every LoRA format
-  ComfyUI reads works here;
+* the text-reading weights of a MODEL *as sampled* (:mod:`..caption.families`: UNet cross-attention
+  K/V, SD3's ``context_block.attn.qkv`` and FLUX's double-block ``txt_attn.qkv`` with their text
+  embedder), i.e. with its patches (a LoRA applied by the loader or a LoraLoader) merged by
+  ComfyUI's own ``calculate_weight``, so every LoRA format ComfyUI reads works here (a diffusers
+  ``add_k_proj`` LoRA patches a slice of the fused ``qkv``);
 * the CLIP as a :class:`..caption.encoders.PromptEncoder`: a float32 copy of each text model (the
   loaded weights are inference-mode tensors, which autograd may not save), run with the layer the
-  CLIP is set to (clip-skip / SDXL's penultimate layer). SDXL: CLIP-L then CLIP-G, outputs
-  concatenated as SDXL's cross-attention reads them (768 ‖ 1280 = 2048);
+  CLIP is set to (clip-skip / SDXL's penultimate layer); which text models form the context rows
+  and in which order: :data:`TEXT_MODELS`;
 * file names for the metadata: from the provenance FineXtractDualModelLoader attaches
   (``model_options["finextract"]``), plus an optional file picked here.
 """
@@ -30,16 +32,17 @@ from ..caption.encoders import ConcatenatedEncoders, SequenceEncoder
 from ..caption.pez import OPTIMISERS, ROWS
 from ..caption.ranking import OBJECTIVES
 from ..caption.recover import METHODS, VOCABULARIES, CaptionRequest, recover_caption
-from ..caption.weight_delta import TEXT_READING, from_state_dicts
+from ..caption.families import reads
+from ..caption.weight_delta import from_state_dicts
 from ..modelfiles import NONE
 
 
 
-def _kv_weights(model) -> dict[str, torch.Tensor]:
-    """Cross-attention K/V weights of a ModelPatcher with its patches merged, float32."""
+def _text_reading_weights(model) -> dict[str, torch.Tensor]:
+    """The text-reading weights (and text embedders) of a ModelPatcher, patches merged, float32."""
     out = {}
     for key, entries in model.get_key_patches("diffusion_model.").items():
-        if not (TEXT_READING.search(key) and key.endswith(".weight")):
+        if not reads(key):
             continue
         weight, convert = entries[0]
         weight = convert(weight.detach().to("cpu", torch.float32).clone(), inplace=False)
@@ -58,41 +61,77 @@ def _changed_keys(base, finetuned) -> list[str]:
     return sorted(differ | (set(base.patches) ^ set(finetuned.patches)))
 
 
+TEXT_MODELS = {
+    # ComfyUI text-encoder class → its text models (attribute of the model and of the tokenizer)
+    # whose rows form the context the denoiser reads, concatenated along the features in this order
+    "SDXLClipModel": ("clip_l", "clip_g"),  # 768 ‖ 1280 = 2048, one CLIP BPE vocabulary
+    "SD3ClipModel": ("clip_l", "clip_g"),   # ‖ zeros to 4096 (the family's stream pads); T5's rows not read
+    "FluxClipModel": ("t5xxl",),            # FLUX reads T5's rows only (CLIP-L gives the pooled vector)
+}
+"""One-encoder CLIPs (SD1.x, SD2.x, and a stand-alone CLIP-L as the FLUX tests load) name their
+text model in ``.clip`` and are read as it. Which family's weights read these rows, and how:
+:mod:`..caption.families`."""
+
+T5_NOT_SUPPORTED = (
+    "caption inversion through T5-XXL is not supported yet: it needs T5's rows as a differentiable "
+    "function of input embeddings (ComfyUI's T5 runs relative-position attention with no BOS token) "
+    "and its SentencePiece vocabulary (32,100 pieces, '\u2581' marking word starts, decoded as such; "
+    "ComfyUI ships the tokenizer in comfy/text_encoders/t5_tokenizer). With no T5-XXL weights here it could not be "
+    "tested. Use the training metadata, or a CLIP-fed model")
+
+
 def _text_models(clip):
-    """(SDClipModel, SDTokenizer) pairs of a CLIP: one for SD1.x/SD2, CLIP-L then CLIP-G for SDXL."""
+    """(SDClipModel, SDTokenizer) pairs of a CLIP whose rows form the context, in order
+    (:data:`TEXT_MODELS`). An encoder the CLIP lacks (SD3 without CLIP-G) is zero-filled by
+    ComfyUI: trailing ones are left to the family's zero padding; a leading one is refused."""
     model, tokenizer = clip.cond_stage_model, clip.tokenizer
-    if hasattr(model, "clip_l") and hasattr(model, "clip_g"):
-        return [(model.clip_l, tokenizer.clip_l), (model.clip_g, tokenizer.clip_g)]
-    if isinstance(getattr(model, "clip", None), str) and isinstance(getattr(tokenizer, "clip", None), str):
+    names = next((TEXT_MODELS[c.__name__] for c in type(model).__mro__ if c.__name__ in TEXT_MODELS), None)
+    if names is None and isinstance(getattr(model, "clip", None), str) and isinstance(getattr(tokenizer, "clip", None), str):
         return [(getattr(model, model.clip), getattr(tokenizer, tokenizer.clip))]
-    raise ValueError(f"caption inversion supports CLIP text encoders (SD1.x, SD2, SDXL); this CLIP "
-                     f"holds {type(model).__name__}")
+    if names is None:
+        raise ValueError(f"caption inversion reads CLIP text encoders (SD1.x, SD2, SDXL, SD3's CLIP-L/G, a "
+                         f"CLIP-fed FLUX); this CLIP holds {type(model).__name__}")
+    if "t5xxl" in names:
+        raise ValueError(T5_NOT_SUPPORTED)
+    present = [getattr(model, n, None) is not None for n in names]
+    while present and not present[-1]:
+        present.pop()
+    if not present or not all(present):
+        raise ValueError(f"this {type(model).__name__} lacks {names[present.index(False)] if present else names[0]} "
+                         f"before another text model: caption inversion needs the first one present")
+    return [(getattr(model, n), getattr(tokenizer, n)) for n in names[:len(present)]]
 
 
 def _sequence_encoder(sd_clip, tokenizer) -> SequenceEncoder:
     """One ComfyUI CLIP text model as a :class:`SequenceEncoder` (causal: BOS + prompt).
 
     The layers are run here, out of place, because ComfyUI's CLIPLayer adds its residuals in place,
-    which autograd cannot differentiate through; same modules, same order, same result."""
-    text_model = copy.deepcopy(sd_clip.transformer.text_model).to("cpu", torch.float32)
-    text_model.requires_grad_(False)
-    layers = text_model.encoder.layers
+    which autograd cannot differentiate through; same modules, same order, same result. They run
+    on a float32 copy (the loaded weights are half-precision inference tensors, which autograd may
+    not save), made on the first run only: a ranking over the raw token table never runs the
+    encoder, and SDXL's copy is 3.3 GB."""
+    text_model = sd_clip.transformer.text_model
+    layer_count = len(text_model.encoder.layers)
     last = sd_clip.layer == "last"
-    stop = len(layers) if last else sd_clip.layer_idx % len(layers) + 1
+    stop = layer_count if last else sd_clip.layer_idx % layer_count + 1
     normed = last or sd_clip.layer_norm_hidden_state
+    copied = []
 
     def run(embeds):
+        if not copied:
+            copied.append(copy.deepcopy(text_model).to("cpu", torch.float32).requires_grad_(False))
+        model = copied[0]
         n = embeds.shape[1]
-        x = embeds + text_model.embeddings.position_embedding.weight[:n].to(embeds)
+        x = embeds + model.embeddings.position_embedding.weight[:n].to(embeds)
         mask = torch.full((n, n), -torch.finfo(x.dtype).max, dtype=x.dtype).triu_(1)
         attention = optimized_attention_for_device(x.device, mask=True, small_input=True)
-        for layer in layers[:stop]:
+        for layer in model.encoder.layers[:stop]:
             x = x + layer.self_attn(layer.layer_norm1(x), mask, attention)
             x = x + layer.mlp(layer.layer_norm2(x))
-        return text_model.final_layer_norm(x) if normed else x
+        return model.final_layer_norm(x) if normed else x
 
-    return SequenceEncoder(text_model.embeddings.token_embedding.weight, run,
-                           tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token)
+    table = text_model.embeddings.token_embedding.weight.detach().to("cpu", torch.float32, copy=True)
+    return SequenceEncoder(table, run, tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token)
 
 
 def prompt_encoder(clip):
@@ -143,11 +182,14 @@ class FineXtractCaptionInverter(io.ComfyNode):
             node_id="FineXtractCaptionInverter", display_name="FineXtract Caption Inverter",
             category="finextract",
             description=("Recovers the training caption of a fine-tune, strongest source first: the "
-                         "file's training metadata (kohya ss_tag_frequency, modelspec), the weight "
-                         "change of the cross-attention key/value layers ranked over the vocabulary "
-                         "(paper Eq. 17/19), or hard-prompt extraction through the text encoder "
-                         "(Algorithm 1). Says which source produced the caption, and refuses pairs "
-                         "whose text-reading layers did not change."),
+                         "file's training metadata (kohya-ss, ai-toolkit, OneTrainer, modelspec keys), "
+                         "the weight change of the layers that read the text (UNet cross-attention K/V; "
+                         "SD3 / FLUX: the K and V of each block's text-stream qkv) ranked over the "
+                         "vocabulary (paper Eq. 17/19), or hard-prompt extraction through the text "
+                         "encoder (Algorithm 1). CLIP text encoders only: a FLUX or SD3 conditioned "
+                         "through T5-XXL is refused for ranking/PEZ (metadata still works). Says which "
+                         "source produced the caption, and refuses pairs whose text-reading layers did "
+                         "not change."),
             search_aliases=["caption inverter", "recover caption", "trigger word", "prompt extraction",
                             "pez", "caption extraction"],
             inputs=[
@@ -193,7 +235,7 @@ class FineXtractCaptionInverter(io.ComfyNode):
             result = recover_caption(
                 request,
                 layers=lambda: from_state_dicts(
-                    _kv_weights(base_model), _kv_weights(finetuned_model), "base/fine-tuned MODEL pair",
+                    _text_reading_weights(base_model), _text_reading_weights(finetuned_model), "base/fine-tuned MODEL pair",
                     changed_keys=lambda: _changed_keys(base_model, finetuned_model)),
                 encoder=encoder, decode=_decoder(tokenizer), allowed=allowed,
                 metadata_files=_metadata_files((finetuned_model, base_model), metadata_file),

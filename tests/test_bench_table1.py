@@ -1,38 +1,65 @@
-"""The Table 1 benchmark's summaries (pure functions on a hand-made result; no model runs)."""
-from finextract.bench.table1 import summarise
+"""Smoke test of the whole Table 1 bench at a tiny size: real fine-tunes (a few steps), real sampling,
+SSCD and clustering, through ``main(argv)``; then the resume and the README writer on its JSON."""
+import json
+import re
+import shutil
+
+import pytest
+
+from finextract.bench import table1, table1_readme
+from finextract.bench.table1_summary import METHODS, METRICS
+
+ARGV = ["--sets", "coffee", "--kinds", "full,two-stage", "--seeds", "0,1", "--n-per-image", "1", "--ddim-steps", "1",
+        "--length-scale", "0.001", "--inversion-steps", "1", "--ends-sets", "--extras-sets", "coffee",
+        "--w-sweep", "3", "--k-sweep=-0.02,0", "--faithful-cap", "1", "--samplers", "ddim:1,dpmpp_2m:2"]
 
 
-def _scores(as_):
-    return {"AS": as_, "A-ESR@0.6": float(as_ > 0.6), "A-ESR@0.7": float(as_ > 0.7)}
+def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
+    out = tmp_path / "t1"
+    table1.main(ARGV + ["--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "sampling seeds [0, 1] share one fine-tune per (set, kind)" in printed
+    assert "partial   full 2 steps  lora 5 steps  two-stage 2 steps" in printed  # the scaled regime table
+    result = json.loads((out / "table1.json").read_text())
+    assert set(result) >= {"command", "date", "machine", "config", "regime", "stop_rules", "summary", "units"}
+    assert sorted(result["units"]) == ["control_coffee_base", "partial_coffee_full", "partial_coffee_two-stage"]
+    unit = result["units"]["partial_coffee_two-stage"]
+    assert unit["steps"] == 2 and sorted(unit["seeds"]) == ["0", "1"] and "extras" not in unit
+    for runs in unit["seeds"].values():
+        assert sorted(runs) == sorted(METHODS)
+        run = runs["finextract"]
+        assert set(METRICS) <= set(run) and len(run["best_score"]) == 5 and (run["w"], run["k"]) == (3.0, -0.02)
+        assert set(run["vs_n"]) == {"1"} and set(run["adaptive"]) == set(table1.STOP_RULES)
+        assert run["adaptive"]["default"]["n"] == 5 and not run["adaptive"]["default"]["stopped"]
+    unit_full = result["units"]["partial_coffee_full"]
+    extras = unit_full["extras"]
+    assert set(extras["defences"]) == {"none", "cutout", "randaugment"} and set(extras["k_sweep"]) == {"-0.02", "0.0"}
+    assert extras["samplers"]["ddim:1"]["AS"] == unit_full["seeds"]["0"]["finextract"]["AS"]  # the main run, reused
+    assert extras["samplers"]["dpmpp_2m:2"]["evals_per_audit"] == 2 * 2 * 5
+    s = result["summary"]
+    assert len(s["claims"]) == 2 * 2 * 3 and {c["verdict"] for c in s["claims"]} == {"too few sets"}  # one set
+    assert set(s["table"]) == {"partial"} and set(s["table"]["partial"]) == {"full", "two-stage"}
+    assert set(s["regime_check"]["partial"]["full"]) >= {"direct_A-ESR@0.6", "inside_band"}
+    assert s["adaptive"]["default"]["partial full"]["runs"] == 2 * 3 and s["extras"]["sets"] == ["coffee"]
 
+    # rerun: every unit is skipped; other settings are refused, naming what differs
+    table1.main(ARGV + ["--out", str(out)])
+    assert "3 units: 3 already done (skipped), 0 to run" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="ddim_steps 1 saved, 2 now"):
+        table1.main([a if a != "1" or ARGV[i - 1] != "--ddim-steps" else "2" for i, a in enumerate(ARGV)]
+                    + ["--out", str(out)])
 
-def _set(fx_full, vs_n, defences, faithful):
-    methods = {"direct": _scores(0.2), "cfg": _scores(0.3), "finextract": _scores(fx_full)}
-    return {"base_control": _scores(0.1), "full": methods, "lora": dict(methods),
-            "vs_n": {m: _scores(v) for m, v in vs_n.items()}, "faithful": {**_scores(faithful), "capped_thresholds": 0},
-            "defences": {"none": _scores(fx_full), **{d: _scores(v) for d, v in defences.items()}},
-            "w_sweep": {"1.0": _scores(0.2), "3.0": _scores(0.4)}, "k_sweep": {"0.0": _scores(0.3)}}
-
-
-def test_extras_summary_means_pairs_and_flags():
-    per_set = {"a": _set(0.5, {"1": 0.3, "5": 0.5}, {"cutout": 0.4, "randaugment": 0.6}, 0.45),
-               "b": _set(0.7, {"1": 0.5, "5": 0.7}, {"cutout": 0.5, "randaugment": 0.5}, 0.75)}
-    x = summarise(per_set)["extras"]
-    assert x["vs_n"]["AS"] == {"1": 0.4, "5": 0.6} and x["vs_n"]["A-ESR@0.6"] == {"1": 0.0, "5": 0.5}
-    assert x["more_generations_do_not_hurt"]
-    assert x["fast_vs_faithful_AS"] == {"fast": 0.6, "faithful": 0.6} and x["faithful_capped_thresholds"] == 0
-    assert x["defence_reduced_AS"] == {"cutout": {"sets": 2, "sets_reduced": 2},
-                                       "randaugment": {"sets": 2, "sets_reduced": 1}}
-    assert x["w_sweep"] == {"1.0": 0.2, "3.0": 0.4}
-    per_set["b"]["faithful"]["capped_thresholds"] = 3
-    assert summarise(per_set)["extras"]["faithful_capped_thresholds"] == 3
-    per_set["a"]["vs_n"]["5"] = _scores(0.0)  # mean AS 0.40 at N0, 0.35 at 5·N0: more generations hurt
-    assert not summarise(per_set)["extras"]["more_generations_do_not_hurt"]
-
-
-def test_main_table_only_has_no_extras():
-    per_set = {"a": _set(0.5, {}, {}, 0.5)}
-    for key in ("vs_n", "faithful", "defences", "w_sweep", "k_sweep"):
-        del per_set["a"][key]
-    summary = summarise(per_set)
-    assert "extras" not in summary and summary["full"]["paired"]["finextract>cfg"]["sets_won"] == 1
+    # the README writer rewrites only its section, from the JSON
+    readme = tmp_path / "README.md"
+    shutil.copy(table1_readme.README, readme)
+    before = readme.read_text()
+    table1.main(["--readme", str(out / "table1.json"), "--readme-path", str(readme)])
+    after = readme.read_text()
+    head, tail = before.split(table1_readme.BEGIN)[0], before.split(table1_readme.END)[1]
+    assert after.startswith(head) and after.endswith(tail) and after != before
+    section = after.split(table1_readme.BEGIN)[1].split(table1_readme.END)[0]
+    assert result["command"] in section and result["machine"] in section
+    claim_rows = re.findall(r"^\| (FineXtract > CFG|CFG > Direct) \|.*\*\*too few sets\*\* \|$",
+                            section, re.M)
+    assert len(claim_rows) == 12
+    assert "**Adaptive N (ours)**" in section and "Table 4" in section and "| dpmpp_2m:2 | 20 |" in section
