@@ -100,16 +100,32 @@ class Change:
         return not self.reshaped and not any(self.delta.values())
 
 
-def compare_files(base_path: str, finetuned_path: str, prefixes: Mapping[str, Iterable[str]]) -> Change:
-    """How far the fine-tuned checkpoint moved each component of the base, over the tensors both
-    files hold with the same shape (a tensor of another shape is counted in ``reshaped``)."""
+def _by_name(tensors: Mapping[str, torch.Tensor], prefixes: Mapping[str, Iterable[str]]) -> dict:
+    """``{(component, name below the component's prefix): key}`` of a file's tensors: the same
+    weight has one name in a checkpoint (``model.diffusion_model.x``) and in a diffusion-model-only
+    file (``x``)."""
+    out = {}
+    for key in tensors:
+        component = component_of(key, prefixes)
+        if component is not None:
+            start = max((p for p in prefixes[component] if key.startswith(p)), key=len)
+            out[(component, key[len(start):])] = key
+    return out
+
+
+def compare_files(base_path: str, finetuned_path: str, prefixes: Mapping[str, Iterable[str]],
+                  finetuned_prefixes: Mapping[str, Iterable[str]] | None = None) -> Change:
+    """How far the fine-tuned file moved each component of the base, over the tensors both files
+    hold under one name and shape (a tensor of another shape is counted in ``reshaped``). Names are
+    read below each component's prefix, ``prefixes`` for the base and ``finetuned_prefixes`` (the
+    same if None) for the fine-tune, so a checkpoint compares with a diffusion-model-only file."""
     change = Change()
     with open_tensors(base_path) as base, open_tensors(finetuned_path) as finetuned:
-        for key in sorted(set(base) & set(finetuned)):
-            component = component_of(key, prefixes)
-            if component is None:
-                continue
-            a, b = base[key], finetuned[key]
+        base_names = _by_name(base, prefixes)
+        ft_names = _by_name(finetuned, prefixes if finetuned_prefixes is None else finetuned_prefixes)
+        for name in sorted(set(base_names) & set(ft_names)):
+            component = name[0]
+            a, b = base[base_names[name]], finetuned[ft_names[name]]
             if not (a.is_floating_point() and b.is_floating_point()):
                 continue
             if a.shape != b.shape:
