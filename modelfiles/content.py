@@ -8,7 +8,8 @@ loader compares what the files hold. Three rules keep the comparison honest and 
 - only tensors present in both files are compared, read from the files themselves: a host may
   build modules with weights the file lacks (ComfyUI leaves an SD1.5 CLIP's ``text_projection``
   uninitialised when the file has none), and such memory differs between two loads of one file;
-- one tensor in memory at a time (``safe_open``), so a pair of large checkpoints costs two tensors;
+- one tensor in memory at a time (read, not mapped: :class:`.reading.TensorFile`), so a pair of
+  large checkpoints costs two tensors;
 - the size of a change is a relative norm per component, ``‖W_ft − W_base‖ / ‖W_base‖`` over all
   of the component's tensors, so a user sees how far the fine-tune moved the UNet and the text
   encoder(s), and "unchanged" means exactly zero.
@@ -24,7 +25,8 @@ import math
 from typing import Iterable, Iterator, Mapping
 
 import torch
-from safetensors import safe_open
+
+from .reading import SAFETENSORS_SUFFIXES, TensorFile
 
 UNET = "UNet"
 TEXT_ENCODER = "text encoder"
@@ -33,31 +35,15 @@ COMPONENTS = (UNET, TEXT_ENCODER)
 checkpoint (the VAE) do not change what guidance extracts and are not compared."""
 
 
-class _SafetensorsTensors(Mapping):
-    """A safetensors file as a read-only mapping that loads a tensor when asked for it."""
-
-    def __init__(self, handle):
-        self._handle = handle
-        self._keys = list(handle.keys())
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self._handle.get_tensor(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
 @contextlib.contextmanager
 def open_tensors(path: str) -> Iterator[Mapping[str, torch.Tensor]]:
-    """The tensors of a model file by name, loaded one at a time: safetensors through ``safe_open``;
-    a pickled checkpoint (.ckpt, .pt) memory-mapped with ``weights_only`` (its ``state_dict`` entry
-    when it wraps one, as training frameworks save them)."""
-    if str(path).endswith((".safetensors", ".sft")):
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            yield _SafetensorsTensors(handle)
+    """The tensors of a model file by name, loaded one at a time: safetensors read tensor by tensor
+    (:class:`.reading.TensorFile`, not mapped); a pickled checkpoint (.ckpt, .pt) memory-mapped
+    with ``weights_only`` (its ``state_dict`` entry when it wraps one, as training frameworks save
+    them)."""
+    if str(path).endswith(SAFETENSORS_SUFFIXES):
+        with TensorFile(path) as tensors:
+            yield tensors
         return
     loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     yield loaded.get("state_dict", loaded)

@@ -86,6 +86,27 @@ def test_a_checkpoint_compares_with_a_diffusion_model_only_file(tmp_path):
     assert compare_files(base, other_layout, PREFIXES, bare).compared == 0
 
 
+def test_tensors_read_one_by_one_equal_the_files(tmp_path):
+    """:class:`TensorFile` (plain reads, no mapping) gives what safetensors itself loads, in each
+    dtype model files use, empty tensors included."""
+    from safetensors.torch import load_file
+
+    from finextract.modelfiles.reading import TensorFile
+
+    gen = torch.Generator().manual_seed(0)
+    sd = {"f32": torch.randn(3, 5, generator=gen), "f16": torch.randn(7, generator=gen).half(),
+          "bf16": torch.randn(2, 2, 2, generator=gen).bfloat16(), "i64": torch.arange(6).reshape(2, 3),
+          "bool": torch.tensor([True, False, True]), "u8": torch.arange(4, dtype=torch.uint8), "empty": torch.zeros(0, 4),
+          "scalar": torch.tensor(2.5)}
+    path = write(tmp_path / "dtypes.safetensors", sd, {"note": "metadata is not a tensor"})
+    expected = load_file(path)
+    with TensorFile(path) as tensors:
+        assert sorted(tensors) == sorted(expected)
+        for key, tensor in expected.items():
+            got = tensors[key]
+            assert got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(got, tensor), key
+
+
 def test_component_norms_read_the_file(tmp_path):
     base = write(tmp_path / "base.safetensors", checkpoint())
     assert component_norms(base, PREFIXES) == {UNET: 16.0, TEXT_ENCODER: 24.0}
