@@ -6,7 +6,7 @@ from .atomic import atomic_write
 from .content import (COMPONENTS, TEXT_ENCODER, UNET, Change, compare_files, component_norms,
                       describe, squared_norm)
 from .lora_keys import (MIN_APPLIED_FRACTION, applied_tensors, as_matrix, lora_delta, lora_family, lora_scale,
-                        low_rank_change, with_diffusers_aliases)
+                        low_rank_change, text_encoder_tensors, with_diffusers_aliases)
 from .provenance import content_sha256, file_identity, file_record, file_sha256, generation_record
 from .reading import (NotSafetensorsError, check_safetensors, load_safetensors, model_file_problem,
                       read_header)
@@ -17,7 +17,8 @@ LORA_SLOTS = 3
 """LoRAs one fine-tune may combine (the Dual Model Loader's slots, ``finextract audit --lora``)."""
 
 __all__ = ["NONE", "LORA_SLOTS", "atomic_write", "MIN_APPLIED_FRACTION", "applied_tensors", "as_matrix", "low_rank_change", "lora_family",
-           "with_diffusers_aliases", "file_identity", "file_record", "file_sha256", "content_sha256", "generation_record",
+           "text_encoder_tensors", "with_diffusers_aliases", "file_identity", "file_record", "file_sha256", "content_sha256",
+           "generation_record",
            "COMPONENTS", "UNET", "TEXT_ENCODER", "Change", "compare_files", "component_norms", "describe",
            "lora_delta", "lora_scale", "squared_norm", "NotSafetensorsError", "check_safetensors", "load_safetensors",
            "model_file_problem", "read_header"]

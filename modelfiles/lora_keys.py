@@ -57,6 +57,18 @@ def applied_tensors(tensor_keys: Iterable[str], applied_modules: set[str]) -> li
     return [k for k in tensor_keys if any(p in applied_modules for p in _module_prefixes(k))]
 
 
+TEXT_ENCODER_LORA_KEY = re.compile(r"^(lora_te\d?_|lora_prior_te_|text_encoders?(_\d+)?\.)")
+"""The spellings of LoRA tensors for a text encoder: the names ComfyUI's ``model_lora_keys_clip``
+maps (kohya ``lora_te_``/``lora_te1_``/``lora_te2_``/``lora_te3_``, Stable Cascade's
+``lora_prior_te_``, diffusers ``text_encoder.``/``text_encoder_2.``, generic ``text_encoders.``)."""
+
+
+def text_encoder_tensors(tensor_keys: Iterable[str]) -> list[str]:
+    """The tensors of a LoRA file spelled for a text encoder: what a LoRA cannot apply when the
+    model has no text encoder to patch (a diffusion-model-only base, its CLIP the user's)."""
+    return [k for k in tensor_keys if TEXT_ENCODER_LORA_KEY.match(k)]
+
+
 def low_rank_change(up_shape, down_shape, mid_shape=None) -> tuple[int, int] | None:
     """(rows, columns) of the change ``up @ down`` a LoRA adds to a weight flattened to a matrix,
     as ComfyUI's LoRA adapter computes it (LoCon's ``mid`` carries the conv kernel); None when the

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from finextract.modelfiles import (applied_tensors, file_record, file_sha256, generation_record, lora_delta,
-                                   lora_scale, with_diffusers_aliases)
+                                   lora_scale, text_encoder_tensors, with_diffusers_aliases)
 from finextract.modelfiles import provenance
 
 
@@ -30,6 +30,20 @@ def test_applied_tensors_by_module_name_in_every_spelling():
             "unet.a.attn2.processor.to_k_lora.up.weight", "unet.b.attn2.to_v.lora_A.weight",
             "lora_unet_nowhere_to_k.lora_down.weight", "unet.a.attn2.to_q.lora_B.weight"]
     assert applied_tensors(keys, modules) == keys[:4]
+
+
+def test_text_encoder_tensors_in_the_spellings_comfyui_maps():
+    """What a diffusion-model-only base cannot take: kohya lora_te/te1/te2/te3, diffusers and PEFT
+    text_encoder/text_encoder_2, generic text_encoders.; never a UNet or transformer tensor."""
+    te = ["lora_te_text_model_encoder_layers_0_self_attn_k_proj.lora_down.weight", "lora_te1_x.alpha",
+          "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", "lora_te3_encoder_block_0.lora_down.weight",
+          "text_encoder.text_model.encoder.layers.0.self_attn.k_proj.lora_A.weight",
+          "text_encoder_2.text_model.encoder.layers.0.mlp.fc1.lora_B.weight", "text_encoders.clip_l.x.lora_A.weight",
+          "lora_prior_te_text_projection.lora_down.weight"]
+    unet = ["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", "transformer.transformer_blocks.0.attn.to_q.lora_A.weight",
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight",
+            "lora_unet_text_encoder_like_name.alpha", "diffusion_model.text_encoder.lora_A.weight"]
+    assert text_encoder_tensors(te + unet) == te
 
 
 def test_sha256_is_cached_per_size_and_mtime(tmp_path):

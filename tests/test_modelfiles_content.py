@@ -71,6 +71,42 @@ def test_a_tensor_of_another_shape_is_a_change(tmp_path):
     assert change.reshaped == 1 and not change.unchanged
 
 
+def test_a_checkpoint_compares_with_a_diffusion_model_only_file(tmp_path):
+    """The same weight is ``model.diffusion_model.a.weight`` in a checkpoint and ``a.weight`` in a
+    diffusion-model-only file (BFL's, Comfy-Org's): compared by the name below each file's prefix,
+    either way round; names the two files do not share compare nothing."""
+    base = write(tmp_path / "base.safetensors", checkpoint())
+    bare = {UNET: [""], TEXT_ENCODER: []}
+    unet_only = write(tmp_path / "unet.safetensors", {"a.weight": torch.full((4, 4), 1.1), "b.bias": torch.zeros(4)})
+    change = compare_files(base, unet_only, PREFIXES, bare)
+    assert change.compared == 2 and change.relative()[UNET] == pytest.approx(0.1)
+    back = compare_files(unet_only, base, bare, PREFIXES)
+    assert back.compared == 2 and back.relative()[UNET] == pytest.approx(0.1 / 1.1)
+    other_layout = write(tmp_path / "diffusers.safetensors", {"down_blocks.0.a.weight": torch.ones(4, 4)})
+    assert compare_files(base, other_layout, PREFIXES, bare).compared == 0
+
+
+def test_tensors_read_one_by_one_equal_the_files(tmp_path):
+    """:class:`TensorFile` (plain reads, no mapping) gives what safetensors itself loads, in each
+    dtype model files use, empty tensors included."""
+    from safetensors.torch import load_file
+
+    from finextract.modelfiles.reading import TensorFile
+
+    gen = torch.Generator().manual_seed(0)
+    sd = {"f32": torch.randn(3, 5, generator=gen), "f16": torch.randn(7, generator=gen).half(),
+          "bf16": torch.randn(2, 2, 2, generator=gen).bfloat16(), "i64": torch.arange(6).reshape(2, 3),
+          "bool": torch.tensor([True, False, True]), "u8": torch.arange(4, dtype=torch.uint8), "empty": torch.zeros(0, 4),
+          "scalar": torch.tensor(2.5)}
+    path = write(tmp_path / "dtypes.safetensors", sd, {"note": "metadata is not a tensor"})
+    expected = load_file(path)
+    with TensorFile(path) as tensors:
+        assert sorted(tensors) == sorted(expected)
+        for key, tensor in expected.items():
+            got = tensors[key]
+            assert got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(got, tensor), key
+
+
 def test_component_norms_read_the_file(tmp_path):
     base = write(tmp_path / "base.safetensors", checkpoint())
     assert component_norms(base, PREFIXES) == {UNET: 16.0, TEXT_ENCODER: 24.0}
