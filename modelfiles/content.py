@@ -137,21 +137,6 @@ def component_norms(path: str, prefixes: Mapping[str, Iterable[str]]) -> dict[st
     return norms
 
 
-def lora_delta(up: torch.Tensor, down: torch.Tensor, alpha: float | None,
-               mid: torch.Tensor | None = None) -> torch.Tensor:
-    """The weight change of one LoRA layer at strength 1, as hosts apply it: ``(alpha / rank) ·
-    up @ down`` (scale 1 without an alpha, as diffusers and PEFT files have none), convolution
-    factors flattened, a LoCon ``mid`` (Tucker) factor contracted in between. Shaped
-    ``(out, in · kernel)``; only its norm is used."""
-    rank = down.shape[0]
-    up2, down2 = up.reshape(up.shape[0], -1).float(), down.reshape(rank, -1).float()
-    if mid is None:
-        delta = up2 @ down2
-    else:
-        delta = torch.einsum("mn...,im,nj->ij...", mid.float(), up2, down2).reshape(up2.shape[0], -1)
-    return delta * (1.0 if alpha is None else alpha / rank)
-
-
 def describe(relative: Mapping[str, float | None]) -> str:
     """One line a person reads: how far each component moved, or that it is unchanged; None means
     the change could not be measured (a weight form the pack does not read)."""

@@ -35,10 +35,18 @@ update in a form not measured, such as LoHa or DoRA; no "text encoder" entry whe
 none to measure: a diffusion-model-only file in the pair). A LoRA record adds
 ``text_encoder_tensors_not_applied`` when the base has no text encoder here. ComfyUI copies
 model_options on clone, so the record follows the model through patch nodes.
+
+Two steps, so that a batch keeps its base loaded: :func:`load_base` reads, checks, hashes and
+builds the base (:class:`Base`); :func:`load_pair` puts the fine-tune on top of it (LoRAs as
+patches on clones, which leave the base's own objects untouched, or a full fine-tune). The node
+loads its base every run, as ComfyUI's own loaders do; a batch audit of many LoRAs of one base
+(``finextract audit`` with a manifest, each ``--ray`` worker) holds a :class:`ResidentBase`,
+which reads, hashes and builds that base once per process.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import comfy.lora
 import comfy.lora_convert
@@ -49,7 +57,7 @@ import comfy.weight_adapter
 import folder_paths
 
 from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors, as_matrix,
-                          compare_files, component_norms, describe, file_record, lora_delta, lora_family,
+                          compare_files, component_norms, describe, file_identity, file_record, lora_delta, lora_family,
                           low_rank_change, model_file_problem, read_header, squared_norm, text_encoder_tensors,
                           with_diffusers_aliases)
 
@@ -388,14 +396,66 @@ def _no_shared_tensor(base: _Model, ft: _Model) -> ValueError:
         f"saved in the base's layout (or the base in the fine-tune's)")
 
 
-def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str, float]]) -> Pair:
-    """Load the base and its fine-tune: a full fine-tune (checkpoint or diffusion model only, in
-    either folder, see :func:`model_choices`) or LoRAs applied to the base."""
+@dataclasses.dataclass(eq=False)
+class Base:
+    """A base, loaded and checked: the opened file (family, prefixes; its tensors dropped once
+    built), its file record and its ComfyUI objects (``clip`` and ``vae`` None for a diffusion
+    model only). Fine-tunes are put on clones of ``model`` and ``clip``; nothing here is changed
+    by them."""
+    opened: _Model
+    file: tuple
+    """Its :func:`..modelfiles.file_identity` when it was read: a file changed since is another base."""
+    record: dict
+    model: object
+    clip: object | None
+    vae: object | None
+
+    @functools.cached_property
+    def norms(self) -> dict:
+        """Squared norm of each component (a LoRA's ‖ΔW‖/‖W‖ denominators): one pass over the
+        file, made when the first LoRA needs it."""
+        return component_norms(self.opened.path, self.opened.prefixes)
+
+
+def load_base(picked: str) -> Base:
+    """Read, check (readable, a handled family), hash and build the base ``picked`` (a name from
+    :func:`model_choices`)."""
+    opened = _open(picked, "base")
+    record = opened.record()
+    model, clip, vae = _build(opened)
+    return Base(opened, file_identity(opened.path), record, model, clip, vae)
+
+
+class ResidentBase:
+    """The base a process keeps loaded across fine-tunes: :meth:`get` returns the held one when it
+    is the same file (same real path, size and mtime), else drops it and loads the new one (one
+    base in memory at a time). ``loads`` counts the bases it loaded."""
+
+    def __init__(self):
+        self.base: Base | None = None
+        self.loads = 0
+
+    def get(self, picked: str) -> Base:
+        path = folder_paths.get_full_path(*model_folder(picked))
+        if self.base is not None and path is not None and file_identity(path) == self.base.file:
+            return self.base
+        self.base = None
+        self.base = load_base(picked)
+        self.loads += 1
+        return self.base
+
+
+def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str, float]],
+              resident: ResidentBase | None = None) -> Pair:
+    """Load the base (kept in ``resident`` when given) and its fine-tune: a full fine-tune
+    (checkpoint or diffusion model only, in either folder, see :func:`model_choices`) or LoRAs
+    applied to the base."""
     if (finetuned_name is None) == (not loras):
         raise ValueError("pick the fine-tune as either a checkpoint or one or more LoRAs (not both, "
                          "not neither)")
-    base = _open(base_name, "base")
-    family, base_rec = base.family, base.record()
+    loaded = resident.get(base_name) if resident is not None else load_base(base_name)
+    base, base_rec = loaded.opened, loaded.record
+    family = base.family
     lines = [f"base: {base_name} ({family}, sha256 {base_rec['sha256'][:12]})"
              + (f"; {SPLIT_NOTE}" if base.alone else "")]
     if finetuned_name is not None:
@@ -426,14 +486,14 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
                              f"tensors only one of them has, or metadata). Guidance between "
                              f"identical models extracts nothing")
         finetune["change"] = {c: r for c, r in change.relative().items() if c in compared}
-        # The fine-tune first, and only what it changes (its VAE is unused; a text encoder it
-        # left as the base's is the base's CLIP), each state dict dropped once its model is
-        # built: the peak no longer holds both files' tensors beside both full models (with
-        # SDXL's 818 M-parameter text encoders kept, one fp16 state dict and one CLIP less).
+        # Only what the fine-tune changes is built (its VAE is unused; a text encoder it left as
+        # the base's is the base's CLIP), and its state dict is dropped once its model is: the
+        # peak holds one file's tensors beside the two models (with SDXL's 818 M-parameter text
+        # encoders kept, one fp16 state dict and one CLIP less).
         unused_te = base.alone and not ft.alone and any(
             k.startswith(tuple(ft.prefixes[TEXT_ENCODER])) for k in ft.sd)
         finetuned, clip, _ = _build(ft, vae=False, clip=not alone and bool(finetune["change"][TEXT_ENCODER]))
-    base_model, base_clip, vae = _build(base)
+    base_model, base_clip, vae = loaded.model, loaded.clip, loaded.vae
     if finetuned_name is not None:
         if clip is None or base_clip is None:
             clip = base_clip
@@ -445,9 +505,8 @@ def load_pair(base_name: str, finetuned_name: str | None, loras: list[tuple[str,
                         "prompts go through your own CLIP loader" if unused_te else ""))
     else:
         finetuned, clip, records = base_model, base_clip, []
-        base_norms = component_norms(base.path, base.prefixes)
         for name, strength in loras:
-            finetuned, clip, record = _apply_lora(finetuned, clip, base, base_norms, name, strength)
+            finetuned, clip, record = _apply_lora(finetuned, clip, base, loaded.norms, name, strength)
             records.append(record)
             lines.append(_lora_line(name, strength, record))
         finetune = {"kind": "lora", "loras": records}

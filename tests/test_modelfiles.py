@@ -1,11 +1,12 @@
-"""Model-file provenance and LoRA key spellings (host-agnostic parts of the loader)."""
+"""Model-file provenance, LoRA key spellings and a LoRA layer's update (host-agnostic parts of
+the loader)."""
 import json
 
 import torch
 from safetensors.torch import save_file
 
-from finextract.modelfiles import (applied_tensors, file_record, file_sha256, generation_record,
-                                   text_encoder_tensors, with_diffusers_aliases)
+from finextract.modelfiles import (applied_tensors, file_record, file_sha256, generation_record, lora_delta,
+                                   lora_scale, text_encoder_tensors, with_diffusers_aliases)
 from finextract.modelfiles import provenance
 
 
@@ -73,3 +74,25 @@ def test_generation_record_is_json_and_complete():
     again = json.loads(json.dumps(record))
     assert again == record
     assert record["pack_version"] and "derive_seed" in record["per_image_seed_rule"]
+
+
+def test_lora_delta_scales_by_alpha_over_rank():
+    gen = torch.Generator().manual_seed(0)
+    up, down = torch.randn(6, 4, generator=gen), torch.randn(4, 5, generator=gen)
+    assert torch.allclose(lora_delta(up, down, None), up @ down)
+    assert torch.allclose(lora_delta(up, down, 2.0), 0.5 * up @ down)  # alpha 2, rank 4
+    assert torch.allclose(lora_delta(up, down, torch.tensor(2.0), strength=0.5), 0.25 * up @ down)
+    assert lora_scale(None, 4) == 1.0 and lora_scale(torch.tensor(8.0), 4) == 2.0
+    assert not lora_delta(torch.zeros_like(up), down, 4.0).any()
+    conv = lora_delta(up.reshape(6, 4, 1, 1), torch.randn(4, 5, 3, 3, generator=gen), 4.0)
+    assert conv.shape == (6, 45)
+
+
+def test_lora_delta_with_a_tucker_mid_factor():
+    gen = torch.Generator().manual_seed(1)
+    up, down, mid = torch.randn(6, 4, 1, 1, generator=gen), torch.randn(4, 5, 1, 1, generator=gen), torch.randn(4, 4, 3, 3, generator=gen)
+    expected = torch.zeros(6, 5, 3, 3)
+    for i in range(6):
+        for j in range(5):
+            expected[i, j] = sum(up[i, m, 0, 0] * mid[m, n] * down[n, j, 0, 0] for m in range(4) for n in range(4))
+    assert torch.allclose(lora_delta(up, down, None, mid), expected.reshape(6, -1), atol=1e-5)

@@ -1,5 +1,5 @@
 """What a fine-tune changed, read from real safetensors (and pickled) files: the content hash that
-ignores metadata, the tensor-by-tensor comparison per component, a LoRA layer's update."""
+ignores metadata, the tensor-by-tensor comparison per component."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from finextract.modelfiles import (TEXT_ENCODER, UNET, compare_files, component_norms, content_sha256,
-                                   describe, file_sha256, lora_delta)
+                                   describe, file_sha256)
 
 PREFIXES = {UNET: ["model.diffusion_model."], TEXT_ENCODER: ["cond_stage_model."]}
 
@@ -110,26 +110,6 @@ def test_tensors_read_one_by_one_equal_the_files(tmp_path):
 def test_component_norms_read_the_file(tmp_path):
     base = write(tmp_path / "base.safetensors", checkpoint())
     assert component_norms(base, PREFIXES) == {UNET: 16.0, TEXT_ENCODER: 24.0}
-
-
-def test_lora_delta_scales_by_alpha_over_rank():
-    gen = torch.Generator().manual_seed(0)
-    up, down = torch.randn(6, 4, generator=gen), torch.randn(4, 5, generator=gen)
-    assert torch.allclose(lora_delta(up, down, None), up @ down)
-    assert torch.allclose(lora_delta(up, down, 2.0), 0.5 * up @ down)  # alpha 2, rank 4
-    assert not lora_delta(torch.zeros_like(up), down, 4.0).any()
-    conv = lora_delta(up.reshape(6, 4, 1, 1), torch.randn(4, 5, 3, 3, generator=gen), 4.0)
-    assert conv.shape == (6, 45)
-
-
-def test_lora_delta_with_a_tucker_mid_factor():
-    gen = torch.Generator().manual_seed(1)
-    up, down, mid = torch.randn(6, 4, 1, 1, generator=gen), torch.randn(4, 5, 1, 1, generator=gen), torch.randn(4, 4, 3, 3, generator=gen)
-    expected = torch.zeros(6, 5, 3, 3)
-    for i in range(6):
-        for j in range(5):
-            expected[i, j] = sum(up[i, m, 0, 0] * mid[m, n] * down[n, j, 0, 0] for m in range(4) for n in range(4))
-    assert torch.allclose(lora_delta(up, down, None, mid), expected.reshape(6, -1), atol=1e-5)
 
 
 def test_describe_says_unchanged_and_how_far():
