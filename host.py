@@ -120,12 +120,19 @@ class Library:
     def run(self, node_id: str, **inputs):
         """Execute one node, under inference mode as ComfyUI's executor does; returns its
         outputs as a tuple."""
-        import torch
-
         if node_id not in self.nodes:
             raise SystemExit(f"node {node_id} is not loaded (pack incomplete?): {sorted(self.nodes)}")
+        return tuple(self.call(self.nodes[node_id].execute, **inputs).result)
+
+    @staticmethod
+    def call(function, *args, **kwargs):
+        """``function(*args, **kwargs)`` as a node's work runs: under inference mode, as ComfyUI's
+        executor runs nodes (for the pack's own functions a caller uses below a node, e.g. the
+        pair loader with a base kept loaded)."""
+        import torch
+
         with torch.inference_mode():
-            return tuple(self.nodes[node_id].execute(**inputs).result)
+            return function(*args, **kwargs)
 
     @staticmethod
     def on_progress(report) -> None:

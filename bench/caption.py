@@ -40,6 +40,7 @@ from ..caption import pez, ranking, weight_delta
 from ..caption.encoders import clip_text_model
 from ..miniature import tokenizer
 from ..miniature.model import MiniTextEncoder
+from . import regime
 
 SD15_CROSS_ATTENTION = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320]
 """Channel width of each of SD1.5's 16 cross-attention blocks (down, middle, up)."""
@@ -275,7 +276,7 @@ def world(iterations: int = 1000, length: int = 3, rows: str = "sequence", train
     print(f"contextual vocabulary of the miniature encoder: {t_ctx:.1f} s")
     # "a photo of <trigger> <concept noun>": both words are new to the base (no pretraining caption
     # names them); the issue's bar counts the trigger or the concept token.
-    triggers = {c.concept: c.caption.split()[-2] for c in CONCEPT_SOURCES}
+    triggers = {c.concept: regime.trigger(c.caption) for c in CONCEPT_SOURCES}
     nouns = {c.concept: c.caption.split()[-1] for c in CONCEPT_SOURCES}
     captions = {c.concept: tokenizer.encode(c.caption) for c in CONCEPT_SOURCES}
     if trained:

@@ -54,6 +54,7 @@ from ..miniature.ddim import SAMPLERS
 from ..miniature.demo import extract_images
 from ..miniature.model import load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
+from ..modelfiles import atomic_write
 from . import regime, table1_readme
 from .table1_summary import METHODS, METRICS, NAMES, summarise
 
@@ -238,9 +239,8 @@ def _worker(args) -> tuple[str, float]:
         _init_worker()
     t = time.monotonic()
     result = run_unit(_STATE["base"], _STATE["descriptor"], unit, cfg)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(result, indent=1).encode())
     return unit.name, time.monotonic() - t
 
 

@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..modelfiles import lora_delta
 from .families import CROSS_ATTENTION, TextStream, reading_for, reads
 
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "base_model.model.", "unet.", "lora_unet_",
@@ -187,9 +188,10 @@ def from_state_dicts(before: dict[str, torch.Tensor], after: dict[str, torch.Ten
 
 
 def lora_deltas(lora: dict[str, torch.Tensor], strength: float = 1.0) -> dict[str, torch.Tensor]:
-    """Δ = up @ down × alpha / rank × strength for every cross-attention K/V layer of a LoRA state dict, keyed by
-    :func:`layer_name`. Without an ``alpha`` entry the scale is 1 (diffusers/PEFT convention: the
-    alpha lives in a side config then, pass it through ``strength``)."""
+    """Δ = up @ down × alpha / rank × strength (:func:`..modelfiles.lora_delta`) for every
+    cross-attention K/V layer of a LoRA state dict, keyed by :func:`layer_name`. Without an
+    ``alpha`` entry the scale is 1 (diffusers/PEFT convention: the alpha lives in a side config
+    then, pass it through ``strength``)."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in lora.items():
         for suffix, (part, _) in _LORA_PARTS.items():
@@ -200,10 +202,7 @@ def lora_deltas(lora: dict[str, torch.Tensor], strength: float = 1.0) -> dict[st
     for name, p in parts.items():
         if not CROSS_ATTENTION.weights.search(name) or "down" not in p or "up" not in p:
             continue
-        down, up = p["down"].float().flatten(1), p["up"].float().flatten(1)
-        rank = down.shape[0]
-        scale = float(p["alpha"]) / rank if "alpha" in p else 1.0
-        deltas[name] = (up @ down) * (scale * strength)
+        deltas[name] = lora_delta(p["up"], p["down"], p.get("alpha"), strength=strength)
     return deltas
 
 

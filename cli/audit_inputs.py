@@ -9,6 +9,7 @@ passes; the output folder is probed for writing, not created.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -195,8 +196,9 @@ def _ray_problems(args) -> list[str]:
 
 
 def check(args) -> list[ModelSpec]:
-    """The models to audit, once every input is sound; raises :class:`AuditArgumentError` listing
-    every problem. Turns ``args.shard`` into ``(i, n)``."""
+    """The models to audit, once every input is sound, each with its N0 (the training images
+    counted here, so that no later step decodes them again only to count them); raises
+    :class:`AuditArgumentError` listing every problem. Turns ``args.shard`` into ``(i, n)``."""
     problems = []
     try:
         host.comfyui_path(args.comfyui)
@@ -222,12 +224,13 @@ def check(args) -> list[ModelSpec]:
         models = _read_manifest(args.manifest, problems)
     else:
         models = _single_model(args, problems)
-    n0s, checked_folders = {}, {}
+    n0s, checked_folders, specs = {}, {}, []
     for spec, row in models:
         found, n0 = _model_problems(spec, row, checked_folders)
         problems += found
         if n0 is not None:
             n0s[spec.name] = n0
+        specs.append(dataclasses.replace(spec, n0=n0))
         if args.merge and not any((args.out / spec.name / "shards").glob("shard-*.safetensors")):
             problems.append(f"--merge: no shard files in {args.out / spec.name / 'shards'}; run every "
                             f"--shard i/n step of {spec.name} with this --out first")
@@ -236,4 +239,4 @@ def check(args) -> list[ModelSpec]:
         problems.append(problem)
     if problems:
         raise AuditArgumentError("\n".join(problems))
-    return [spec for spec, _ in models]
+    return specs

@@ -14,7 +14,6 @@ from PIL import Image
 
 from ..clustering import image_files, image_problems
 from ..host import Library
-from ..modelfiles import LORA_SLOTS, NONE
 from . import UsageError, progress
 from .resume import GenerationStore
 from .shards import (contiguous_runs, generation_indices, load_generation, run_identity, save_generation, shard_path,
@@ -29,6 +28,10 @@ class ModelSpec:
     caption: str
     finetuned: pathlib.Path | None = None
     loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
+    n0: int | None = None
+    """How many training images: counted by :func:`.audit_inputs.check`, whose decode of every
+    one is the only one before ExtractionMetrics reads them to score (a ``--ray`` shard step, the
+    driver and the merge take the count from here instead of decoding the folder again)."""
 
     def training_images(self) -> list[pathlib.Path]:
         """The training images (N0 is their count), each decoded once to be sure it is one;
@@ -58,6 +61,11 @@ class AuditPipeline:
         self.comfy = Library(args.comfyui, cpu=args.cpu, output_dir=args.out)
         self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
         self.check_choices()
+        from ..nodes.pair import ResidentBase, load_pair  # the loader node's own code (needs ComfyUI)
+
+        self.pair_loader, self.base = load_pair, ResidentBase()
+        """The base checkpoint stays loaded across models: a manifest's LoRAs of one base (and a
+        ``--ray`` worker's) read, hash and build it once."""
         self.loaded = None
         """(files, pair) of the last model loaded: a worker of ``--ray`` takes several shards of one
         model in turn and loads its files once (a single-machine run loads each model once anyway)."""
@@ -76,25 +84,24 @@ class AuditPipeline:
             raise UsageError("\n".join(problems))
 
     def load_pair(self, spec: ModelSpec):
-        """The Dual Model Loader on the spec's files; its refusals (families, same file, a LoRA that
-        does not fit) become a :class:`UsageError` naming the model. The pair of the model loaded
-        last is reused; another model's replaces it (dropped first: one pair in memory at a time)."""
+        """The Dual Model Loader's pair (:func:`..nodes.pair.load_pair`) of the spec's files, on
+        the base kept loaded when the model before had the same base file; its refusals
+        (families, same file, a LoRA that does not fit) become a :class:`UsageError` naming the
+        model. The pair of the model loaded last is reused; another model's replaces it (dropped
+        first: one pair in memory at a time)."""
         files = (spec.base, spec.finetuned, tuple(spec.loras))
         if self.loaded is not None and self.loaded[0] == files:
             return self.loaded[1]
         self.loaded = None
-        slots = {}
-        for i in range(1, LORA_SLOTS + 1):
-            lora = spec.loras[i - 1] if i <= len(spec.loras) else None
-            slots[f"lora_{i}"] = self.comfy.register_file("loras", lora[0]) if lora else NONE
-            slots[f"strength_{i}"] = lora[1] if lora else 1.0
-        finetuned = self.comfy.register_file("checkpoints", spec.finetuned) if spec.finetuned else NONE
+        register = self.comfy.register_file
+        loras = [(register("loras", path), strength) for path, strength in spec.loras]
+        finetuned = register("checkpoints", spec.finetuned) if spec.finetuned else None
+        loads = self.base.loads
         try:
-            pair = self.comfy.run("FineXtractDualModelLoader",
-                                  base_checkpoint=self.comfy.register_file("checkpoints", spec.base),
-                                  finetuned_checkpoint=finetuned, **slots)
+            pair = self.comfy.call(self.pair_loader, register("checkpoints", spec.base), finetuned, loras, self.base)
         except ValueError as exc:  # the loader's refusals are plain ValueErrors (nodes/pair.py says why)
             raise UsageError(f"{spec.name}: {exc}") from exc
+        print(f"  base {spec.base.name}: {'loaded' if self.base.loads > loads else 'kept loaded'}", file=sys.stderr)
         self.loaded = (files, pair)
         return pair
 
@@ -108,14 +115,14 @@ class AuditPipeline:
         """The run's identity (:func:`.shards.run_identity`): what saved chunks and shards are checked against."""
         a = self.args
         record = self.comfy.nodes["FineXtractModelGuidanceSampler"].record(
-            pair[0], pair[1], start=0, count=n, batch_size=a.batch_size, **self.sampler_settings(spec))
+            pair.base, pair.finetuned, start=0, count=n, batch_size=a.batch_size, **self.sampler_settings(spec))
         return run_identity(record, n, spec.caption)
 
     def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
         """Latents of images ``indices`` of the run, the run's identity, and how many images this
         call made. Every chunk of ``--batch-size`` images is saved as it is made (:mod:`.resume`);
         chunks a stopped run saved are loaded instead of made again."""
-        base, finetuned, clip, _vae, _report, base_clip = pair
+        base, finetuned, clip, base_clip = pair.base, pair.finetuned, pair.clip, pair.base_clip
         a, settings = self.args, self.sampler_settings(spec)
         store = GenerationStore(a.out / spec.name / "generation", self.identity(spec, pair, n))
         if a.restart and (discarded := store.discard()):
@@ -164,12 +171,11 @@ class AuditPipeline:
         run of the same command (then it is kept untouched and nothing is generated)."""
         a = self.args
         out = a.out / spec.name
-        training = spec.training_images()
-        n0 = len(training)
+        n0 = spec.n0
         n = a.n or 50 * n0
         pair = self.load_pair(spec)
         out.mkdir(parents=True, exist_ok=True)
-        print(f"  {pair[4]}".replace("\n", "\n  "), file=sys.stderr)
+        print(f"  {pair.report}".replace("\n", "\n  "), file=sys.stderr)
         if a.merge:
             try:
                 latents, run = load_generation(out)
@@ -184,7 +190,7 @@ class AuditPipeline:
                 path = save_generation(out, latents, run, a.shard)
                 print(f"  saved {path}", file=sys.stderr)
                 return {"name": spec.name, "shard": a.shard, "made": made, "kept": False}
-        return self.score(spec, pair[3], {"samples": latents, "finextract": run}, n0, n)
+        return self.score(spec, pair.vae, {"samples": latents, "finextract": run}, n0, n)
 
     def score(self, spec: ModelSpec, vae, latent: dict, n0: int, n: int) -> dict:
         """SSCDCluster on the N latents, then ExtractionMetrics against the training folder

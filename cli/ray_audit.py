@@ -15,10 +15,10 @@ which step:
   one image per call, so the equal single-machine run is the ``--batch-size 1`` one where the
   kernels round differently per batch size).
 - **Workers keep models resident.** A worker is a Ray actor (:class:`ShardWorker`, one GPU, or
-  one CPU with ``--cpu``) that imports ComfyUI once and keeps the last model pair loaded; a free
-  worker takes the next shard of the model it holds, else of another model of the base it holds,
-  else the next in manifest order (:func:`next_step`). What is still loaded again per model is
-  the base checkpoint (the pair loader reads base and fine-tune together).
+  one CPU with ``--cpu``) that imports ComfyUI once and keeps the last model pair loaded, and its
+  base across models of that base (:class:`..nodes.pair.ResidentBase`); a free worker takes the
+  next shard of the model it holds, else of another model of the base it holds, else the next in
+  manifest order (:func:`next_step`).
 - **Nothing lost, nothing done twice.** A shard file exists only whole and only once all its
   images are made. A worker killed mid-shard is restarted by Ray and the step retried
   (:data:`MAX_RETRIES`); the retry resumes from the chunks the killed one saved. A re-run of the
@@ -184,7 +184,7 @@ def run_on_ray(args, specs: list[ModelSpec]) -> int:
         return 2
     if args.restart:
         discard_saved(args, specs)
-    sizes = [args.n or 50 * len(spec.training_images()) for spec in specs]
+    sizes = [args.n or 50 * spec.n0 for spec in specs]
     shards = [min(n, args.shards or math.ceil(n / SHARD_IMAGES)) for n in sizes]
     bases = [spec.base for spec in specs]
     order = sorted(range(len(specs)), key=lambda m: (str(bases[m]), m))  # one base's models together

@@ -11,14 +11,13 @@ cannot tell the difference.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from dataclasses import dataclass
 
 import torch
 from safetensors.torch import save
 
-from ..modelfiles import check_safetensors, load_safetensors
+from ..modelfiles import atomic_write, check_safetensors, load_safetensors
 from ..sampling.driver import shard_indices
 
 FORMAT = "finextract-shard/1"
@@ -36,19 +35,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def save_latents(path: pathlib.Path, latents: torch.Tensor, indices: list[int], metadata: dict[str, str]):
     """Latents, their image indices and string metadata in one safetensors file, written
-    atomically (a temporary file beside it, synced, then renamed over it): a process killed or a
-    disk filling up mid-write leaves what was there before, never a half-written file."""
+    atomically (:func:`..modelfiles.atomic_write`): a process killed or a disk filling up
+    mid-write leaves what was there before, never a half-written file."""
     data = save({"latents": latents.contiguous(), "indices": torch.tensor(indices, dtype=torch.int64)},
                 metadata=metadata)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def load_latents(path: pathlib.Path, fmt: str) -> tuple[torch.Tensor, list[int], dict[str, str]]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modelfiles import load_safetensors
+from ..modelfiles import atomic_write, load_safetensors, lora_delta
 from . import dataset
 from .model import MiniPipeline, load_pipeline, training_timesteps, v_target
 from .tokenizer import encode, tokenize
@@ -148,9 +148,8 @@ class TrainingCheckpoint:
         state = {"identity": self.identity, "step": step, "params": [p.detach().clone() for p in params],
                  "opt": opt.state_dict(), "gen": gen.get_state(), "losses": list(losses), **self.extra()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
+        with atomic_write(self.path) as f:
+            torch.save(state, f)
         self._last = time.monotonic()
         print(f"[{time.strftime('%H:%M:%S')}] saved the fine-tune at step {step} to {self.path}", flush=True)
 
@@ -338,12 +337,9 @@ def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: floa
         raise ValueError(f"LoRA keys match no UNet module: {sorted(unknown)[:3]}")
     with torch.no_grad():
         for stem in stems:
-            down = tensors[f"{stem}.lora_down.weight"].float()
-            up = tensors[f"{stem}.lora_up.weight"].float()
-            alpha = float(tensors.get(f"{stem}.alpha", torch.tensor(float(down.shape[0]))))
             weight = by_stem[stem].weight
-            delta = up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)
-            weight += strength * delta.reshape(weight.shape) * (alpha / down.shape[0])
+            weight += lora_delta(tensors[f"{stem}.lora_up.weight"], tensors[f"{stem}.lora_down.weight"],
+                                 tensors.get(f"{stem}.alpha"), strength=strength).reshape(weight.shape)
     return merged
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..modelfiles import atomic_write
 from . import dataset
 from .model import alphas_cumprod, build_models, save_checkpoint, training_timesteps, v_target
 from .tokenizer import tokenize
@@ -161,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     a.state.parent.mkdir(parents=True, exist_ok=True)
 
     def checkpoint() -> None:
-        torch.save(trainer.state_dict(), str(a.state) + ".tmp")
-        pathlib.Path(str(a.state) + ".tmp").replace(a.state)
+        with atomic_write(a.state) as f:
+            torch.save(trainer.state_dict(), f)
         trainer.save_shipped(a.out)
         _log(f"checkpoint at step {trainer.step}: {a.state}, {a.out}")
 

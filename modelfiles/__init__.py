@@ -1,11 +1,13 @@
 """What a model file is, host-agnostic: whether it can be read (and why not), its provenance
-(sha256 of the file and of its tensors, cached), what a fine-tune changed, and the key spellings
-and shapes a LoRA file may use. Plain Python and torch; nothing here imports ComfyUI."""
+(sha256 of the file and of its tensors, cached), what a fine-tune changed, the key spellings
+and shapes a LoRA file may use, and how the project's files are written (atomically). Plain
+Python and torch; nothing here imports ComfyUI."""
+from .atomic import atomic_write
 from .content import (COMPONENTS, TEXT_ENCODER, UNET, Change, compare_files, component_norms,
-                      describe, lora_delta, squared_norm)
-from .lora_keys import (MIN_APPLIED_FRACTION, applied_tensors, as_matrix, lora_family, low_rank_change,
-                        with_diffusers_aliases)
-from .provenance import content_sha256, file_record, file_sha256, generation_record
+                      describe, squared_norm)
+from .lora_keys import (MIN_APPLIED_FRACTION, applied_tensors, as_matrix, lora_delta, lora_family, lora_scale,
+                        low_rank_change, text_encoder_tensors, with_diffusers_aliases)
+from .provenance import content_sha256, file_identity, file_record, file_sha256, generation_record
 from .reading import (NotSafetensorsError, check_safetensors, load_safetensors, model_file_problem,
                       read_header)
 
@@ -14,8 +16,9 @@ NONE = "none"
 LORA_SLOTS = 3
 """LoRAs one fine-tune may combine (the Dual Model Loader's slots, ``finextract audit --lora``)."""
 
-__all__ = ["NONE", "LORA_SLOTS", "MIN_APPLIED_FRACTION", "applied_tensors", "as_matrix", "low_rank_change", "lora_family",
-           "with_diffusers_aliases", "file_record", "file_sha256", "content_sha256", "generation_record",
+__all__ = ["NONE", "LORA_SLOTS", "atomic_write", "MIN_APPLIED_FRACTION", "applied_tensors", "as_matrix", "low_rank_change", "lora_family",
+           "text_encoder_tensors", "with_diffusers_aliases", "file_identity", "file_record", "file_sha256", "content_sha256",
+           "generation_record",
            "COMPONENTS", "UNET", "TEXT_ENCODER", "Change", "compare_files", "component_norms", "describe",
-           "lora_delta", "squared_norm", "NotSafetensorsError", "check_safetensors", "load_safetensors",
+           "lora_delta", "lora_scale", "squared_norm", "NotSafetensorsError", "check_safetensors", "load_safetensors",
            "model_file_problem", "read_header"]

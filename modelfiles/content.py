@@ -8,7 +8,8 @@ loader compares what the files hold. Three rules keep the comparison honest and 
 - only tensors present in both files are compared, read from the files themselves: a host may
   build modules with weights the file lacks (ComfyUI leaves an SD1.5 CLIP's ``text_projection``
   uninitialised when the file has none), and such memory differs between two loads of one file;
-- one tensor in memory at a time (``safe_open``), so a pair of large checkpoints costs two tensors;
+- one tensor in memory at a time (read, not mapped: :class:`.reading.TensorFile`), so a pair of
+  large checkpoints costs two tensors;
 - the size of a change is a relative norm per component, ``‖W_ft − W_base‖ / ‖W_base‖`` over all
   of the component's tensors, so a user sees how far the fine-tune moved the UNet and the text
   encoder(s), and "unchanged" means exactly zero.
@@ -24,7 +25,8 @@ import math
 from typing import Iterable, Iterator, Mapping
 
 import torch
-from safetensors import safe_open
+
+from .reading import SAFETENSORS_SUFFIXES, TensorFile
 
 UNET = "UNet"
 TEXT_ENCODER = "text encoder"
@@ -33,31 +35,15 @@ COMPONENTS = (UNET, TEXT_ENCODER)
 checkpoint (the VAE) do not change what guidance extracts and are not compared."""
 
 
-class _SafetensorsTensors(Mapping):
-    """A safetensors file as a read-only mapping that loads a tensor when asked for it."""
-
-    def __init__(self, handle):
-        self._handle = handle
-        self._keys = list(handle.keys())
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self._handle.get_tensor(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
 @contextlib.contextmanager
 def open_tensors(path: str) -> Iterator[Mapping[str, torch.Tensor]]:
-    """The tensors of a model file by name, loaded one at a time: safetensors through ``safe_open``;
-    a pickled checkpoint (.ckpt, .pt) memory-mapped with ``weights_only`` (its ``state_dict`` entry
-    when it wraps one, as training frameworks save them)."""
-    if str(path).endswith((".safetensors", ".sft")):
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            yield _SafetensorsTensors(handle)
+    """The tensors of a model file by name, loaded one at a time: safetensors read tensor by tensor
+    (:class:`.reading.TensorFile`, not mapped); a pickled checkpoint (.ckpt, .pt) memory-mapped
+    with ``weights_only`` (its ``state_dict`` entry when it wraps one, as training frameworks save
+    them)."""
+    if str(path).endswith(SAFETENSORS_SUFFIXES):
+        with TensorFile(path) as tensors:
+            yield tensors
         return
     loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     yield loaded.get("state_dict", loaded)
@@ -100,16 +86,32 @@ class Change:
         return not self.reshaped and not any(self.delta.values())
 
 
-def compare_files(base_path: str, finetuned_path: str, prefixes: Mapping[str, Iterable[str]]) -> Change:
-    """How far the fine-tuned checkpoint moved each component of the base, over the tensors both
-    files hold with the same shape (a tensor of another shape is counted in ``reshaped``)."""
+def _by_name(tensors: Mapping[str, torch.Tensor], prefixes: Mapping[str, Iterable[str]]) -> dict:
+    """``{(component, name below the component's prefix): key}`` of a file's tensors: the same
+    weight has one name in a checkpoint (``model.diffusion_model.x``) and in a diffusion-model-only
+    file (``x``)."""
+    out = {}
+    for key in tensors:
+        component = component_of(key, prefixes)
+        if component is not None:
+            start = max((p for p in prefixes[component] if key.startswith(p)), key=len)
+            out[(component, key[len(start):])] = key
+    return out
+
+
+def compare_files(base_path: str, finetuned_path: str, prefixes: Mapping[str, Iterable[str]],
+                  finetuned_prefixes: Mapping[str, Iterable[str]] | None = None) -> Change:
+    """How far the fine-tuned file moved each component of the base, over the tensors both files
+    hold under one name and shape (a tensor of another shape is counted in ``reshaped``). Names are
+    read below each component's prefix, ``prefixes`` for the base and ``finetuned_prefixes`` (the
+    same if None) for the fine-tune, so a checkpoint compares with a diffusion-model-only file."""
     change = Change()
     with open_tensors(base_path) as base, open_tensors(finetuned_path) as finetuned:
-        for key in sorted(set(base) & set(finetuned)):
-            component = component_of(key, prefixes)
-            if component is None:
-                continue
-            a, b = base[key], finetuned[key]
+        base_names = _by_name(base, prefixes)
+        ft_names = _by_name(finetuned, prefixes if finetuned_prefixes is None else finetuned_prefixes)
+        for name in sorted(set(base_names) & set(ft_names)):
+            component = name[0]
+            a, b = base[base_names[name]], finetuned[ft_names[name]]
             if not (a.is_floating_point() and b.is_floating_point()):
                 continue
             if a.shape != b.shape:
@@ -133,21 +135,6 @@ def component_norms(path: str, prefixes: Mapping[str, Iterable[str]]) -> dict[st
                 if tensor.is_floating_point():
                     norms[component] += squared_norm(tensor)
     return norms
-
-
-def lora_delta(up: torch.Tensor, down: torch.Tensor, alpha: float | None,
-               mid: torch.Tensor | None = None) -> torch.Tensor:
-    """The weight change of one LoRA layer at strength 1, as hosts apply it: ``(alpha / rank) ·
-    up @ down`` (scale 1 without an alpha, as diffusers and PEFT files have none), convolution
-    factors flattened, a LoCon ``mid`` (Tucker) factor contracted in between. Shaped
-    ``(out, in · kernel)``; only its norm is used."""
-    rank = down.shape[0]
-    up2, down2 = up.reshape(up.shape[0], -1).float(), down.reshape(rank, -1).float()
-    if mid is None:
-        delta = up2 @ down2
-    else:
-        delta = torch.einsum("mn...,im,nj->ij...", mid.float(), up2, down2).reshape(up2.shape[0], -1)
-    return delta * (1.0 if alpha is None else alpha / rank)
 
 
 def describe(relative: Mapping[str, float | None]) -> str:

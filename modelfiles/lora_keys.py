@@ -1,4 +1,6 @@
-"""LoRA key spellings and how much of a LoRA file a model actually took.
+"""LoRA files: their key spellings, how much of one a model actually took, and the weight change
+one layer makes (its scale, its shape, the change itself: the one place that knows how
+``up``, ``down``, ``alpha`` and LoCon's ``mid`` combine).
 
 A host maps LoRA tensor names to model weights with a key map (name → weight key). A LoRA whose
 names match nothing is silently ignored by ComfyUI (it only logs them); guidance between the base
@@ -10,6 +12,8 @@ from __future__ import annotations
 import math
 import re
 from typing import Iterable, Mapping
+
+import torch
 
 MIN_APPLIED_FRACTION = 0.5
 """A LoRA applies if at least this share of its tensors reached a model weight. A LoRA made for the
@@ -53,6 +57,18 @@ def applied_tensors(tensor_keys: Iterable[str], applied_modules: set[str]) -> li
     return [k for k in tensor_keys if any(p in applied_modules for p in _module_prefixes(k))]
 
 
+TEXT_ENCODER_LORA_KEY = re.compile(r"^(lora_te\d?_|lora_prior_te_|text_encoders?(_\d+)?\.)")
+"""The spellings of LoRA tensors for a text encoder: the names ComfyUI's ``model_lora_keys_clip``
+maps (kohya ``lora_te_``/``lora_te1_``/``lora_te2_``/``lora_te3_``, Stable Cascade's
+``lora_prior_te_``, diffusers ``text_encoder.``/``text_encoder_2.``, generic ``text_encoders.``)."""
+
+
+def text_encoder_tensors(tensor_keys: Iterable[str]) -> list[str]:
+    """The tensors of a LoRA file spelled for a text encoder: what a LoRA cannot apply when the
+    model has no text encoder to patch (a diffusion-model-only base, its CLIP the user's)."""
+    return [k for k in tensor_keys if TEXT_ENCODER_LORA_KEY.match(k)]
+
+
 def low_rank_change(up_shape, down_shape, mid_shape=None) -> tuple[int, int] | None:
     """(rows, columns) of the change ``up @ down`` a LoRA adds to a weight flattened to a matrix,
     as ComfyUI's LoRA adapter computes it (LoCon's ``mid`` carries the conv kernel); None when the
@@ -66,6 +82,28 @@ def low_rank_change(up_shape, down_shape, mid_shape=None) -> tuple[int, int] | N
     if tuple(mid_shape[:2]) != (rank, rank):
         return None
     return up_shape[0], down_shape[1] * math.prod(mid_shape[2:])
+
+
+def lora_scale(alpha, rank: int) -> float:
+    """The factor of a LoRA layer's ``up @ down`` at strength 1: ``alpha / rank`` (kohya files
+    carry an ``alpha`` per layer), 1 without one (diffusers and PEFT files have none; their alpha
+    lives in a side config). ``alpha`` may be a number or a one-value tensor."""
+    return 1.0 if alpha is None else float(alpha) / rank
+
+
+def lora_delta(up: torch.Tensor, down: torch.Tensor, alpha, mid: torch.Tensor | None = None,
+               strength: float = 1.0) -> torch.Tensor:
+    """The weight change of one LoRA layer, as hosts apply it: ``strength · lora_scale(alpha,
+    rank) · up @ down`` in float32 (ComfyUI's order: the two factors multiplied first),
+    convolution factors flattened, a LoCon ``mid`` (Tucker) factor contracted in between. Shaped
+    ``(out, in · kernel)`` (:func:`low_rank_change`); reshape it to the weight to merge it."""
+    rank = down.shape[0]
+    up2, down2 = up.reshape(up.shape[0], -1).float(), down.reshape(rank, -1).float()
+    if mid is None:
+        delta = up2 @ down2
+    else:
+        delta = torch.einsum("mn...,im,nj->ij...", mid.float(), up2, down2).reshape(up2.shape[0], -1)
+    return delta * (strength * lora_scale(alpha, rank))
 
 
 def as_matrix(shape) -> tuple[int, int]:

@@ -27,13 +27,19 @@ PER_IMAGE_SEED_RULE = (
     "one image at a time with seed derive_seed(s, i)")
 
 
-def _cached(cache: dict, path: str, compute) -> str:
-    """``compute(real path)``, once per (real path, size, mtime)."""
+def file_identity(path: str) -> tuple[str, int, int]:
+    """(real path, size, mtime) of a file: what tells a process that a file it read is unchanged
+    (its hashes below, a base checkpoint kept loaded) without reading it again."""
     real = os.path.realpath(path)
     stat = os.stat(real)
-    key = (real, stat.st_size, stat.st_mtime_ns)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
+def _cached(cache: dict, path: str, compute) -> str:
+    """``compute(real path)``, once per :func:`file_identity`."""
+    key = file_identity(path)
     if key not in cache:
-        cache[key] = compute(real)
+        cache[key] = compute(key[0])
     return cache[key]
 
 

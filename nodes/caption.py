@@ -35,6 +35,7 @@ from ..caption.recover import METHODS, VOCABULARIES, CaptionRequest, recover_cap
 from ..caption.families import reads
 from ..caption.weight_delta import from_state_dicts
 from ..modelfiles import NONE
+from .pair import model_folder
 
 
 
@@ -164,7 +165,7 @@ def _metadata_files(models, picked: str) -> list[str]:
     for model in models:
         record = model.model_options.get("finextract", {}).get("finetune", {})
         if record.get("kind") == "checkpoint":
-            names.append(("checkpoints", record["file"]))
+            names.append(model_folder(record["file"]))
         names += [("loras", lora["file"]) for lora in record.get("loras", [])]
     if picked != NONE:
         folder, name = picked.split("/", 1)

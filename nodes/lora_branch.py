@@ -13,6 +13,7 @@ import comfy.lora
 import comfy.utils
 import comfy.weight_adapter
 
+from ..modelfiles import lora_scale
 from ..sampling.lora_branch import DenseDelta, LowRankDelta, MaskedBranches, rows_of_chunks
 
 
@@ -47,7 +48,7 @@ def _low_rank(module, patch) -> LowRankDelta | None:
         if offset[0] != 0 or not isinstance(module, torch.nn.Linear):
             return None
         rows = (offset[1], offset[2])
-    return LowRankDelta(up, down, strength * (alpha / down.shape[0] if alpha is not None else 1.0), rows=rows)
+    return LowRankDelta(up, down, strength * lora_scale(alpha, down.shape[0]), rows=rows)
 
 
 def _deltas(module, key: str, patches: list) -> list:

@@ -84,6 +84,7 @@ def test_sound_inputs_pass_the_check(files):
     (spec,) = check(args)
     assert spec.loras == [(files / "lora.safetensors", 0.8)] and args.shard == (1, 2)
     assert spec.training_images() == [files / "train" / "t0.png", files / "train" / "t1.png"]
+    assert spec.n0 == 2, "the check's count goes with the spec: no later step decodes the folder to count it"
     assert not (files / "out").exists()
 
 
@@ -213,6 +214,7 @@ def test_manifest_rows_become_models(files):
     assert dog.loras == [(files / "lora.safetensors", 0.8), (files / "lora.safetensors", 1.0)]
     assert dog.train == files / "imgs/dog" and dog.caption == "a photo of sks dog"
     assert db.finetuned == files / "db.safetensors" and db.loras == []
+    assert dog.n0 == db.n0 == 2  # one training folder, decoded once for both
 
 
 def test_manifest_without_its_columns(files, capsys):

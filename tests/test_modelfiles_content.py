@@ -1,5 +1,5 @@
 """What a fine-tune changed, read from real safetensors (and pickled) files: the content hash that
-ignores metadata, the tensor-by-tensor comparison per component, a LoRA layer's update."""
+ignores metadata, the tensor-by-tensor comparison per component."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from finextract.modelfiles import (TEXT_ENCODER, UNET, compare_files, component_norms, content_sha256,
-                                   describe, file_sha256, lora_delta)
+                                   describe, file_sha256)
 
 PREFIXES = {UNET: ["model.diffusion_model."], TEXT_ENCODER: ["cond_stage_model."]}
 
@@ -71,29 +71,45 @@ def test_a_tensor_of_another_shape_is_a_change(tmp_path):
     assert change.reshaped == 1 and not change.unchanged
 
 
+def test_a_checkpoint_compares_with_a_diffusion_model_only_file(tmp_path):
+    """The same weight is ``model.diffusion_model.a.weight`` in a checkpoint and ``a.weight`` in a
+    diffusion-model-only file (BFL's, Comfy-Org's): compared by the name below each file's prefix,
+    either way round; names the two files do not share compare nothing."""
+    base = write(tmp_path / "base.safetensors", checkpoint())
+    bare = {UNET: [""], TEXT_ENCODER: []}
+    unet_only = write(tmp_path / "unet.safetensors", {"a.weight": torch.full((4, 4), 1.1), "b.bias": torch.zeros(4)})
+    change = compare_files(base, unet_only, PREFIXES, bare)
+    assert change.compared == 2 and change.relative()[UNET] == pytest.approx(0.1)
+    back = compare_files(unet_only, base, bare, PREFIXES)
+    assert back.compared == 2 and back.relative()[UNET] == pytest.approx(0.1 / 1.1)
+    other_layout = write(tmp_path / "diffusers.safetensors", {"down_blocks.0.a.weight": torch.ones(4, 4)})
+    assert compare_files(base, other_layout, PREFIXES, bare).compared == 0
+
+
+def test_tensors_read_one_by_one_equal_the_files(tmp_path):
+    """:class:`TensorFile` (plain reads, no mapping) gives what safetensors itself loads, in each
+    dtype model files use, empty tensors included."""
+    from safetensors.torch import load_file
+
+    from finextract.modelfiles.reading import TensorFile
+
+    gen = torch.Generator().manual_seed(0)
+    sd = {"f32": torch.randn(3, 5, generator=gen), "f16": torch.randn(7, generator=gen).half(),
+          "bf16": torch.randn(2, 2, 2, generator=gen).bfloat16(), "i64": torch.arange(6).reshape(2, 3),
+          "bool": torch.tensor([True, False, True]), "u8": torch.arange(4, dtype=torch.uint8), "empty": torch.zeros(0, 4),
+          "scalar": torch.tensor(2.5)}
+    path = write(tmp_path / "dtypes.safetensors", sd, {"note": "metadata is not a tensor"})
+    expected = load_file(path)
+    with TensorFile(path) as tensors:
+        assert sorted(tensors) == sorted(expected)
+        for key, tensor in expected.items():
+            got = tensors[key]
+            assert got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(got, tensor), key
+
+
 def test_component_norms_read_the_file(tmp_path):
     base = write(tmp_path / "base.safetensors", checkpoint())
     assert component_norms(base, PREFIXES) == {UNET: 16.0, TEXT_ENCODER: 24.0}
-
-
-def test_lora_delta_scales_by_alpha_over_rank():
-    gen = torch.Generator().manual_seed(0)
-    up, down = torch.randn(6, 4, generator=gen), torch.randn(4, 5, generator=gen)
-    assert torch.allclose(lora_delta(up, down, None), up @ down)
-    assert torch.allclose(lora_delta(up, down, 2.0), 0.5 * up @ down)  # alpha 2, rank 4
-    assert not lora_delta(torch.zeros_like(up), down, 4.0).any()
-    conv = lora_delta(up.reshape(6, 4, 1, 1), torch.randn(4, 5, 3, 3, generator=gen), 4.0)
-    assert conv.shape == (6, 45)
-
-
-def test_lora_delta_with_a_tucker_mid_factor():
-    gen = torch.Generator().manual_seed(1)
-    up, down, mid = torch.randn(6, 4, 1, 1, generator=gen), torch.randn(4, 5, 1, 1, generator=gen), torch.randn(4, 4, 3, 3, generator=gen)
-    expected = torch.zeros(6, 5, 3, 3)
-    for i in range(6):
-        for j in range(5):
-            expected[i, j] = sum(up[i, m, 0, 0] * mid[m, n] * down[n, j, 0, 0] for m in range(4) for n in range(4))
-    assert torch.allclose(lora_delta(up, down, None, mid), expected.reshape(6, -1), atol=1e-5)
 
 
 def test_describe_says_unchanged_and_how_far():

@@ -297,12 +297,14 @@ def family_models() -> tuple[pathlib.Path, dict]:
 
 @pytest.fixture(scope="session")
 def family_comfy(family_models):
-    """Starts a ComfyUI of its own whose checkpoints, LoRAs and text encoders are the family files:
+    """Starts a ComfyUI of its own whose checkpoints, LoRAs, text encoders, diffusion models and
+    VAEs are the family files:
     ``with family_comfy(base_dir) as client:``. ``test_families`` starts one per group of tests and
     stops it after, as a stopped process gives back what ``ComfyClient.free`` cannot: after /free
     the allocator keeps most of an SDXL pair (3.3 of 3.5 GB resident) and the next pair's peak
     adds to it (an SDXL full pair: 7.9 GB after an SDXL LoRA pair, 6.9 GB in a fresh process)."""
-    models = {kind: family_models[0] / kind for kind in ("checkpoints", "loras", "text_encoders")}
+    models = {kind: family_models[0] / kind
+              for kind in ("checkpoints", "loras", "text_encoders", "diffusion_models", "vae")}
 
     @contextlib.contextmanager
     def start(base_dir: pathlib.Path):

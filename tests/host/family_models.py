@@ -27,6 +27,17 @@ diffusion models in fp32 on a CPU):
   CLIP-L file loaded with ComfyUI's stock CLIPLoader; every key name is FLUX.1's.
 - **refusals**: a Qwen-Image LoRA (diffusers spelling) and an SD1.5 instruct-pix2pix base
   (``SD15_instructpix2pix``, a family the pack does not handle; shrunk SD1.5 UNet, nothing else).
+- **split layout** (what ComfyUI's own FLUX.1 dev template loads: the diffusion model alone in
+  ``diffusion_models/``, text encoders and VAE in files of their own): the FLUX base and full
+  fine-tune again as diffusion-model-only files with BFL's bare keys (no ``model.diffusion_model.``),
+  the FLUX VAE as ``vae/fx-flux-ae.safetensors`` (bare keys, as BFL's ``ae.safetensors``), all
+  from the same tensors as the checkpoints; the fine-tune once more in diffusers' names
+  (``transformer_blocks.N.attn.to_q`` …, through ComfyUI's own ``flux_to_diffusers`` map), and the
+  FLUX kohya LoRA misplaced in ``diffusion_models/``. An SD1.5 (shrunk UNet of ``sd15_models``,
+  real-size CLIP-L, SD VAE) checkpoint pair, its UNet-only counterparts, its VAE file, a kohya
+  LoRA on UNet and CLIP-L, and its bare UNet misplaced in ``checkpoints/``. The SD1.5
+  checkpoint's CLIP-L is the stand-alone CLIP-L file's tensors, so a stock CLIPLoader of that file
+  is the checkpoint's text encoder.
 - **SD3.5**: MMDiT with RMS q/k norm (SD3.5 Large's layout) at depth 2 (hidden 128, 2 heads of
   64; ComfyUI ties hidden size to depth), 16-channel VAE, CLIP-L as its only text encoder
   (ComfyUI's SD3 text encoder pads the missing CLIP-G and T5 with zeros): ``SD3``.
@@ -223,13 +234,44 @@ def unhandled_lora(rank: int = 4) -> dict:
     return lora
 
 
+def bare(sd: dict, prefix: str) -> dict:
+    """The tensors under ``prefix``, without it: a checkpoint's diffusion model or VAE as the
+    stand-alone files BFL and Comfy-Org ship (``flux1-dev.safetensors``, ``ae.safetensors``)."""
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def diffusers_flux(unet: dict) -> dict:
+    """A FLUX diffusion model in diffusers' names (q, k, v split out of the fused ``qkv`` …), through
+    ComfyUI's own map (``comfy.utils.flux_to_diffusers``, with which it converts such files back)."""
+    native = bare(unet, "model.diffusion_model.")
+    out = {}
+    config = {"depth": FLUX_SMALL["depth"], "depth_single_blocks": FLUX_SMALL["depth_single_blocks"],
+              "hidden_size": FLUX_SMALL["hidden_size"]}
+    for name, target in C.utils.flux_to_diffusers(config).items():
+        key, offset, fun = (target, None, None) if isinstance(target, str) else (*target[:2], (target + (None,))[2])
+        if key in native:
+            tensor = native[key] if offset is None else native[key].narrow(*offset)
+            out[name] = tensor if fun is None else fun(tensor)
+    return out
+
+
+def sd15_lora(unet: dict, te: dict, rank: int = 4) -> dict:
+    """A kohya LoRA on 4 UNet layers (``lora_unet_…``) and 2 CLIP-L layers (``lora_te_…``)."""
+    layers = [("lora_unet_" + d.replace(".", "_"), unet[f"model.diffusion_model.{w}.weight"])
+              for d, w in sd15_models.LORA_LAYERS.items()]
+    layers += [(f"lora_te_text_model_encoder_layers_{b}_{m.replace('.', '_')}",
+                te[f"text_model.encoder.layers.{b}.{m}.weight"]) for b, m in ((0, "self_attn.k_proj"), (1, "mlp.fc1"))]
+    return spellings([(k, None, *factors(rank, weight, seed=600 + i)) for i, (k, weight) in enumerate(layers)],
+                     rank)["kohya"]
+
+
 def detected(sd: dict) -> str:
     config = C.model_detection.model_config_from_unet(sd, "model.diffusion_model.")
     return type(config).__name__ if config is not None else "none"
 
 
 def build(out: pathlib.Path) -> dict:
-    for sub in ("checkpoints", "loras", "text_encoders"):
+    for sub in ("checkpoints", "loras", "text_encoders", "diffusion_models", "vae"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     manifest = {}
 
@@ -253,17 +295,48 @@ def build(out: pathlib.Path) -> dict:
         manifest[key] = entry
     del unet, te, base, fine, vbase, families
 
-    # FLUX.1-dev: diffusion model + VAE; CLIP-L stand-alone
+    # FLUX.1-dev: diffusion model + VAE; CLIP-L stand-alone; the split files of the same tensors
     unet = diffusion_model(C.supported_models.Flux, FLUX_SMALL, seed=21)
-    base = {**unet, **vae(VAE16_CONFIG, "vae.", seed=22)}
+    flux_vae = vae(VAE16_CONFIG, "vae.", seed=22)
+    base = {**unet, **flux_vae}
+    fine_unet = perturbed(unet, "model.diffusion_model.", 0.05, seed=23)
     manifest["flux"] = {
         "family": detected(base),
         "checkpoints": {"base": save("checkpoints", "fx-flux-base.safetensors", base),
-                        "finetuned": save("checkpoints", "fx-flux-finetuned.safetensors",
-                                          {**base, **perturbed(unet, "model.diffusion_model.", 0.05, seed=23)})},
+                        "finetuned": save("checkpoints", "fx-flux-finetuned.safetensors", {**base, **fine_unet})},
+        "diffusion_models": {
+            "base": save("diffusion_models", "fx-flux-dev.safetensors", bare(unet, "model.diffusion_model.")),
+            "finetuned": save("diffusion_models", "fx-flux-dev-finetuned.safetensors",
+                              bare(fine_unet, "model.diffusion_model.")),
+            "finetuned_diffusers": save("diffusion_models", "fx-flux-dev-finetuned-diffusers.safetensors",
+                                        diffusers_flux(fine_unet))},
+        "vae": save("vae", "fx-flux-ae.safetensors", bare(flux_vae, "vae.")),
         "loras": {fmt: save("loras", f"fx-flux-lora-{fmt}.safetensors", sd) for fmt, sd in flux_loras(unet).items()},
         "clip": save("text_encoders", "fx-clip-l.safetensors", clip_l(seed=24))}
-    del unet, base
+    manifest["misplaced_lora"] = save("diffusion_models", "fx-flux-lora-misplaced.safetensors",
+                                      flux_loras(unet)["kohya"])
+    del unet, base, fine_unet, flux_vae
+
+    # SD1.5: checkpoint pair and its split files; the checkpoint's CLIP-L is fx-clip-l's tensors
+    # (SD1.5 files carry no text_projection)
+    unet = diffusion_model(C.supported_models.SD15, sd15_models.SD15_SMALL, seed=51)
+    te = {k: v for k, v in clip_l(seed=24).items() if not k.startswith("text_projection")}
+    sd15_vae = vae(sd15_models.VAE_CONFIG, "first_stage_model.", seed=52)
+    base = {**unet, **{f"cond_stage_model.transformer.{k}": v for k, v in te.items()}, **sd15_vae}
+    fine_unet = perturbed(unet, "model.diffusion_model.", 0.05, seed=53)
+    manifest["sd15"] = {
+        "family": detected(base),
+        "checkpoints": {"base": save("checkpoints", "fx-sd15-base.safetensors", base),
+                        "finetuned": save("checkpoints", "fx-sd15-finetuned.safetensors", {**base, **fine_unet})},
+        "diffusion_models": {
+            "base": save("diffusion_models", "fx-sd15-unet.safetensors", bare(unet, "model.diffusion_model.")),
+            "finetuned": save("diffusion_models", "fx-sd15-finetuned-unet.safetensors",
+                              bare(fine_unet, "model.diffusion_model."))},
+        "vae": save("vae", "fx-sd15-vae.safetensors", bare(sd15_vae, "first_stage_model.")),
+        "loras": {"kohya": save("loras", "fx-sd15-lora-kohya.safetensors", sd15_lora(unet, te))},
+        "clip": manifest["flux"]["clip"],
+        "misplaced_unet": save("checkpoints", "fx-sd15-unet-misplaced.safetensors", bare(unet, "model.diffusion_model."))}
+    del unet, te, sd15_vae, base, fine_unet
 
     # SD3.5 (Large's layout): MMDiT + 16-channel VAE + CLIP-L in the checkpoint
     unet = diffusion_model(C.supported_models.SD3, SD3_SMALL, seed=31)

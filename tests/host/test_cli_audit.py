@@ -8,6 +8,7 @@ import subprocess
 
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from finextract import host
@@ -111,3 +112,55 @@ def test_unknown_sampler_and_scheduler_are_refused_before_loading(tmp_path, audi
     assert "--sampler bogus: ComfyUI has no sampler of that name; choose one of euler," in proc.stderr
     assert "--scheduler nope: ComfyUI has no scheduler of that name; choose one of" in proc.stderr
     assert "[1/1] dog" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+MINI = host.PACK_ROOT / "miniature"
+
+
+def test_a_batch_keeps_its_base_loaded_and_audits_each_model_as_alone(tmp_path):
+    """A manifest of LoRAs of one base reads, hashes and builds that base once (a platform audits
+    thousands of LoRAs of a few bases), and a LoRA of another base gets that base. The samples
+    must be those of each model audited alone in its own process, bit for bit: ``--method cfg``
+    samples the fine-tuned model with its LoRA patched into the weights the models of one base
+    share, so a patch left behind by the model before (or a base changed by its fine-tune) would
+    show in the next model's images. The bundled miniature base and demo LoRA, a copy of the LoRA
+    with halved up weights, and a copy of the base with its output convolution halved."""
+    world = tmp_path / "world"
+    world.mkdir()
+    base, lora = MINI / "weights" / "mini_base.safetensors", MINI / "weights" / "mini_lora_cat.safetensors"
+    with safe_open(str(base), "pt") as f:
+        metadata = f.metadata()
+    other = load_file(str(base))
+    other["model.diffusion_model.out.2.weight"] *= 0.5
+    save_file(other, str(world / "other_base.safetensors"), metadata=metadata)
+    save_file({k: v * 0.5 if "lora_up" in k else v for k, v in load_file(str(lora)).items()},
+              str(world / "half.safetensors"))
+    rows = {"cat": (base, lora), "half": (base, world / "half.safetensors"), "other": (world / "other_base.safetensors", lora)}
+
+    def manifest(names):
+        path = world / f"{'-'.join(names)}.csv"
+        path.write_text("name,base,finetuned,lora,train,caption\n" + "".join(
+            f"{n},{rows[n][0]},,{rows[n][1]},{MINI / 'concepts' / 'cat'},a photo of sks cat\n" for n in names))
+        return str(path)
+
+    run = ["--n", "5", "--steps", "2", "--size", "64", "--batch-size", "5", "--seed", "1", "--cpu",
+           "--method", "cfg", "--shard", "0/1"]
+    batch = audit(tmp_path, "--manifest", manifest(["cat", "half", "other"]), *run, "--out", str(tmp_path / "batch"))
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    said = [line.strip() for line in batch.stderr.splitlines() if line.startswith("  base ") and line.endswith("loaded")]
+    assert said == ["base mini_base.safetensors: loaded", "base mini_base.safetensors: kept loaded",
+                    "base other_base.safetensors: loaded"], batch.stderr[-3000:]
+    shards = {}
+    for name in ("half", "other"):
+        alone = audit(tmp_path, "--manifest", manifest([name]), *run, "--out", str(tmp_path / name))
+        assert alone.returncode == 0, alone.stderr[-3000:]
+        shards[name] = [merge_shards([out / name / "shards" / "shard-0000-of-0001.safetensors"])
+                        for out in (tmp_path / "batch", tmp_path / name)]
+    for name, ((in_batch, run_in_batch), (alone, run_alone)) in shards.items():
+        assert run_in_batch == run_alone, name  # the same files (hashes), settings, caption
+        assert torch.equal(in_batch, alone), f"{name}: the batch's samples differ from the model's alone"
+    cat, _ = merge_shards([tmp_path / "batch" / "cat" / "shards" / "shard-0000-of-0001.safetensors"])
+    (other_batch, run_other), _ = shards["other"]
+    assert run_other["models"]["base"]["base"]["sha256"] == hashlib.sha256(
+        (world / "other_base.safetensors").read_bytes()).hexdigest()
+    assert not torch.equal(other_batch, cat), "the LoRA on the other base must sample from that base"

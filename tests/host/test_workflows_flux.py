@@ -1,16 +1,19 @@
 """The shipped FLUX.1-dev workflow, ``audit-flux-lora``, executes over ``/prompt`` on the shrunk
 random-weight FLUX.1-dev of ``family_models.py`` (1 double + 1 single block, every key FLUX.1's;
-ComfyUI detects it as ``Flux``) and its kohya LoRA: sampled with the workflow's flow sampler,
-decoded by the checkpoint's 16-channel VAE, clustered, scored; and the workflow's one distilled
-guidance value reaches the guider on the caption *and* on the empty prompt.
+ComfyUI detects it as ``Flux``) and its kohya LoRA, in the split layout ComfyUI's own FLUX.1 dev
+template loads (``flux_dev_full_text_to_image``): the diffusion model alone from
+``diffusion_models/`` with BFL's bare keys (through the Dual Model Loader), text encoders from a
+DualCLIPLoader, the VAE from a VAELoader of the FLUX VAE file (bare keys, as BFL's
+``ae.safetensors``): sampled with the workflow's flow sampler, decoded by that 16-channel VAE,
+clustered, scored; and the workflow's one distilled guidance value reaches the guider on the
+caption *and* on the empty prompt.
 
-The one fake: the workflow encodes both prompts with the text encoders its checkpoint carries
-(CLIP-L and T5-XXL, as in Comfy-Org's all-in-one FLUX.1-dev file). T5-XXL (4.7 G parameters)
-cannot exist here, so the test checkpoint holds no text encoder and its ``txt_in`` is 768 wide;
-the test points both CLIPTextEncode nodes at a stock ``CLIPLoader`` of the builder's real-size
-CLIP-L file (type ``stable_diffusion``: ComfyUI's CLIPLoader has no FLUX type for CLIP-L alone;
-``test_families`` feeds FLUX the same way). Everything else is the workflow as shipped, with N,
-steps and size made small (``workflow_prompts.small_prompt``).
+The one fake: the workflow's DualCLIPLoader loads CLIP-L and T5-XXL. T5-XXL (4.7 G parameters)
+cannot exist here, so the test FLUX's ``txt_in`` is 768 wide and the test replaces that node by a
+stock ``CLIPLoader`` of the builder's real-size CLIP-L file (type ``stable_diffusion``: ComfyUI's
+CLIPLoader has no FLUX type for CLIP-L alone; ``test_families`` feeds FLUX the same way), keeping
+its links to both prompts. Everything else is the workflow as shipped, its file names pointed at
+the test's files, with N, steps and size made small (``workflow_prompts.small_prompt``).
 
 Why latents: ComfyUI gives a FLUX conditioning guidance 3.5 when it has no FluxGuidance
 (``model_base.Flux.extra_conds``), the workflow's default too, so at 3.5 a missing FluxGuidance
@@ -25,8 +28,8 @@ from PIL import Image
 from safetensors.torch import load
 
 WORKFLOW = "audit-flux-lora"
-CLIP = "test-clip-l"
-"""The test's CLIPLoader node (the one fake: CLIP-L in place of the checkpoint's CLIP-L + T5-XXL)."""
+SPLIT = "diffusion_models/"
+"""How the Dual Model Loader lists a file of ComfyUI's diffusion_models folder."""
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +40,22 @@ def flux(family_comfy, family_models, tmp_path_factory):
 
 
 def flux_prompt(comfy, family_models, workflow_prompts) -> dict:
-    """The shipped workflow's API prompt on the FLUX base + kohya LoRA, small, its prompts
-    encoded by the test's CLIP-L."""
+    """The shipped workflow's API prompt on the split FLUX base (diffusion model only) + kohya
+    LoRA and the FLUX VAE file, small, its DualCLIPLoader replaced by a CLIPLoader of the test's
+    CLIP-L."""
     folder, manifest = family_models
     entry = manifest["flux"]
     assert entry["family"] == "Flux"  # ComfyUI's model_detection, when the file was built
     prompt = workflow_prompts.small_prompt(WORKFLOW, workflow_prompts.training_folder(comfy),
-                                           entry["checkpoints"]["base"], lora=entry["loras"]["kohya"])
-    prompt[CLIP] = {"class_type": "CLIPLoader", "inputs": {"clip_name": entry["clip"], "type": "stable_diffusion"},
-                    "_meta": {"title": "test: CLIP-L in place of CLIP-L + T5-XXL"}}
-    encoders = [node for node in prompt.values() if node["class_type"] == "CLIPTextEncode"]
-    assert len(encoders) == 2, encoders
-    for node in encoders:
-        node["inputs"]["clip"] = [CLIP, 0]
+                                           SPLIT + entry["diffusion_models"]["base"], lora=entry["loras"]["kohya"])
+    clip_id = node_of(prompt, "DualCLIPLoader")
+    encoders = prompt[clip_id]
+    assert encoders["inputs"]["type"] == "flux", encoders  # T5-XXL + CLIP-L, as ComfyUI's FLUX template
+    prompts = [node["inputs"]["clip"] for node in prompt.values() if node["class_type"] == "CLIPTextEncode"]
+    assert prompts == [[clip_id, 0]] * 2, prompts  # caption and empty prompt both through it
+    encoders.update(class_type="CLIPLoader", inputs={"clip_name": entry["clip"], "type": "stable_diffusion"},
+                    _meta={"title": "test: CLIP-L in place of T5-XXL + CLIP-L"})
+    prompt[node_of(prompt, "VAELoader")]["inputs"]["vae_name"] = entry["vae"]
     return prompt
 
 
@@ -72,9 +78,11 @@ def test_audit_flux_lora_runs_and_reports(flux, workflow_prompts):
     assert len(report["training_images"]) == len(raw["best_score"]) == workflow_prompts.N0, report
 
     provenance = report["provenance"]
-    base_sha = hashlib.sha256((folder / "checkpoints" / entry["checkpoints"]["base"]).read_bytes()).hexdigest()
+    unet = entry["diffusion_models"]["base"]
+    base_sha = hashlib.sha256((folder / "diffusion_models" / unet).read_bytes()).hexdigest()
     models = provenance["models"]
     assert models["base"]["family"] == "Flux" and models["base"]["base"]["sha256"] == base_sha, models["base"]
+    assert (models["base"]["base"]["file"], models["base"]["base"]["folder"]) == (SPLIT + unet, "diffusion_models")
     (lora,) = models["finetuned"]["finetune"]["loras"]
     assert lora["file"] == entry["loras"]["kohya"] and lora["tensors_applied"] == lora["tensors_total"] > 0, lora
     sampler = prompt[node_of(prompt, "FineXtractModelGuidanceSampler")]["inputs"]
