@@ -408,15 +408,17 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
 
 # ---------------------------------------------------------------- CLI: the shipped demo LoRA
 
-DEMO_LORA = dict(train="lora", rank=56, targets="all", lr=5e-4, steps=6000, batch=5, low_t_fraction=0.5,
+DEMO_LORA = dict(train="lora", rank=56, targets="all", lr=5e-4, steps=2000, batch=5, low_t_fraction=0.5,
                  lr_floor=0.05)
 """The recipe of the shipped demo LoRA: LoRA factors trained directly (rank 56 = alpha on every
 Linear / Conv2d but the time embedding, kohya LoCon style), batch 5, lr 5e-4 cosine to 5 %, half
-the timesteps below 300, 6,000 steps. The lr is what matters: the same LoRA at 2e-3 had a best
-Direct SSCD of 0.16 over 250 samples after 1,000 steps (an earlier session read that as "LoRA
-factors barely memorise here"), at 5e-4 0.30 over only 50 samples after 1,000 and 0.48 after 2,000; attention-only factors at 5e-3
-diverged (training loss 0.10 → 0.72 within 300 steps). At 5e-4 the LoRA memorises as the paper's
-do — partially, with FineXtract ahead of Direct (README, calibration)."""
+the timesteps below 300, 2,000 steps (cosine horizon 2,000). The length puts it in the paper's
+partial regime on this base (Direct sampling, N = 250, 20 DDIM steps, each LoRA's horizon its own
+length: 1,000 steps AS 0.305 and 0 of 5 images above 0.6; 1,500 steps 0.503, 1 of 5; 2,000 steps
+0.614, 3 of 5; the 6,000-step LoRA of the calibration curve 0.830, 5 of 5 above 0.7). The lr is
+what matters: on the first base the same LoRA at 2e-3 had a best Direct SSCD of 0.16 over 250
+samples after 1,000 steps, at 5e-4 0.30 over 50; attention-only factors at 5e-3 diverged
+(training loss 0.10 → 0.72 within 300 steps)."""
 
 
 def lora_metadata(concept: str, caption: str, n0: int, rank: int, alpha: float, targets: str,

@@ -63,3 +63,5 @@ def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
                             section, re.M)
     assert len(claim_rows) == 12
     assert "**Adaptive N (ours)**" in section and "Table 4" in section and "| dpmpp_2m:2 | 20 |" in section
+    # the guidance each kind ran with, from the run's JSON (the paper: CFG 3 beside FineXtract's 5 for a LoRA)
+    assert "w′ 3 full, 5 lora, 3 two-stage; CFG scale 3 full, 3 lora, 3 two-stage" in section
