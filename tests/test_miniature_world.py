@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 from finextract.miniature import dataset, ddim, finetune, reference
-from finextract.miniature.model import LATENT_SHAPE, load_pipeline
+from finextract.miniature.model import LATENT_SHAPE, BasicTransformerBlock, ResBlock, load_pipeline
 from finextract.miniature.train import BASE_CHECKPOINT
 
 torch.set_num_threads(1)
@@ -149,7 +149,13 @@ def test_lora_round_trips_through_safetensors_in_kohya_format(base, tmp_path):
     attention = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_[0-9_]+transformer_blocks_0_"
                            r"attn[12]_to_(q|k|v|out_0)$")
     conv = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_[0-9_]+(in_layers_2|out_layers_3)$")
-    assert sum(map(bool, map(attention.match, stems))) == 32 and sum(map(bool, map(conv.match, stems))) == 22
+    # every attention projection (q, k, v, out of attn1 and attn2) of every transformer block, and both
+    # convolutions of every ResBlock: the shapes of the base's own UNet
+    blocks = [m for m in base.unet.modules() if isinstance(m, BasicTransformerBlock)]
+    res_blocks = [m for m in base.unet.modules() if isinstance(m, ResBlock)]
+    assert len(blocks) == 4 and len(res_blocks) == 14  # attention at 8×8 and in the middle
+    assert sum(map(bool, map(attention.match, stems))) == 8 * len(blocks)
+    assert sum(map(bool, map(conv.match, stems))) == 2 * len(res_blocks)
     for stem in stems:
         assert loaded[f"{stem}.lora_down.weight"].shape[0] == 4 and float(loaded[f"{stem}.alpha"]) == 2.0
     # merged weights = base + up @ down * alpha / rank (convs: the 1×1 up on the k×k down)
