@@ -326,20 +326,35 @@ def save_lora(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] |
                                  for k, v in tensors.items()}, str(path), metadata=metadata or {})
 
 
+MERGED_PARTS = ("lora_up.weight", "lora_down.weight", "lora_mid.weight", "alpha")
+"""The tensors of a layer :func:`merge_lora` applies: kohya's LoRA / LoCon, with LyCORIS's
+Tucker ``lora_mid`` (a conv LoCon's k×k core between a 1×1 down and a 1×1 up)."""
+
+
 def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: float = 1.0) -> nn.Module:
-    """A copy of ``unet`` with a kohya LoRA merged: W += strength · up @ down · alpha / rank, as
-    ComfyUI's loader does. Raises on keys that match no module (a wrong file fails loudly)."""
+    """A copy of ``unet`` with a kohya LoRA merged: W += strength · up @ (mid) @ down · alpha /
+    rank, as ComfyUI's loader does (:func:`..modelfiles.lora_delta`). Raises on keys that match
+    no module, and on a layer's tensors it would not apply (LoHa, LoKr, DoRA's ``dora_scale``):
+    a wrong file, or one whose change would be merged only in part, fails loudly."""
     merged = copy.deepcopy(unet)
     by_stem = {kohya_name(p): m for p, m in merged.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     stems = {k.split(".")[0] for k in tensors}
     unknown = stems - set(by_stem)
     if unknown:
         raise ValueError(f"LoRA keys match no UNet module: {sorted(unknown)[:3]}")
+    unmerged = sorted(k for k in tensors if k.partition(".")[2] not in MERGED_PARTS)
+    if unmerged:
+        raise ValueError(f"LoRA tensors this merge does not apply: {unmerged[:3]}; it merges "
+                         f"{', '.join(MERGED_PARTS)} per layer (LoRA, LoCon, Tucker LoCon; not LoHa, LoKr, DoRA)")
+    halves = sorted(s for s in stems if not {f"{s}.lora_up.weight", f"{s}.lora_down.weight"} <= set(tensors))
+    if halves:
+        raise ValueError(f"LoRA layers without both lora_up and lora_down: {halves[:3]}")
     with torch.no_grad():
         for stem in stems:
             weight = by_stem[stem].weight
             weight += lora_delta(tensors[f"{stem}.lora_up.weight"], tensors[f"{stem}.lora_down.weight"],
-                                 tensors.get(f"{stem}.alpha"), strength=strength).reshape(weight.shape)
+                                 tensors.get(f"{stem}.alpha"), tensors.get(f"{stem}.lora_mid.weight"),
+                                 strength=strength).reshape(weight.shape)
     return merged
 
 

@@ -175,6 +175,41 @@ def test_lora_round_trips_through_safetensors_in_kohya_format(base, tmp_path):
         finetune.merge_lora(base.unet, {"lora_unet_nowhere.lora_down.weight": torch.zeros(1, 1)})
 
 
+def test_a_tucker_locon_merges_as_its_three_convolutions(base, tmp_path):
+    """LyCORIS's Tucker LoCon (``lora_mid``: a k×k core between a 1×1 down and a 1×1 up) from a
+    real safetensors file: each merged convolution answers as the layer plus the LoCon's chain
+    down → mid → up (its forward, at the layer's padding) times strength · alpha / rank, for a
+    3×3 layer and a 1×1 one (where leaving ``mid`` out used to merge up @ down, silently). Tensors
+    of a kind the merge does not apply (DoRA, LoHa) are refused, not skipped."""
+    gen = torch.Generator().manual_seed(3)
+    layers, rank, alpha, tensors = ("input_blocks.3.0.in_layers.2", "input_blocks.3.0.skip_connection"), 4, 2.0, {}
+    for path in layers:
+        out, inp, k, _ = base.unet.get_submodule(path).weight.shape
+        stem = finetune.kohya_name(path)
+        tensors[f"{stem}.lora_down.weight"] = torch.randn(rank, inp, 1, 1, generator=gen) * 0.1
+        tensors[f"{stem}.lora_mid.weight"] = torch.randn(rank, rank, k, k, generator=gen) * 0.1
+        tensors[f"{stem}.lora_up.weight"] = torch.randn(out, rank, 1, 1, generator=gen) * 0.1
+        tensors[f"{stem}.alpha"] = torch.tensor(alpha)
+    file = tmp_path / "tucker.safetensors"
+    finetune.save_lora(file, tensors)
+    loaded = {k: v.float() for k, v in safetensors.torch.load_file(str(file)).items()}
+    merged = finetune.load_lora(base, file, strength=0.5)
+    conv = torch.nn.functional.conv2d
+    for path in layers:
+        layer, stem = base.unet.get_submodule(path), finetune.kohya_name(path)
+        x = torch.randn(2, layer.in_channels, 8, 8, generator=gen)
+        chain = conv(conv(conv(x, loaded[f"{stem}.lora_down.weight"]), loaded[f"{stem}.lora_mid.weight"],
+                          padding=layer.padding), loaded[f"{stem}.lora_up.weight"])
+        change = merged.unet.get_submodule(path)(x) - layer(x)
+        assert torch.allclose(change, 0.5 * alpha / rank * chain, atol=1e-5) and chain.abs().max() > 1e-2, path
+    stem = finetune.kohya_name(layers[0])
+    for extra in (f"{stem}.dora_scale", f"{stem}.hada_w1_a"):
+        with pytest.raises(ValueError, match=rf"does not apply: \['{re.escape(extra)}'\]"):
+            finetune.merge_lora(base.unet, {**tensors, extra: torch.ones(1)})
+    with pytest.raises(ValueError, match="without both lora_up and lora_down"):
+        finetune.merge_lora(base.unet, {k: v for k, v in tensors.items() if not k.startswith(f"{stem}.lora_up")})
+
+
 def test_an_interrupted_fine_tune_resumes_to_the_uninterrupted_result(base, tmp_path):
     """A long fine-tune saved every step (minutes=0) and killed after step 3 continues from its
     file and ends bit for bit at the uninterrupted run's LoRA; a file of another run is refused."""
