@@ -14,11 +14,14 @@ pack), this is the only module that imports ComfyUI or starts it; everything els
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import json
 import os
 import pathlib
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -93,6 +96,21 @@ def module(name: str):
     return importlib.import_module(name)
 
 
+_LINKS: pathlib.Path | None = None
+
+
+def link_folder() -> pathlib.Path:
+    """This process's folder of symlinks to the model files :meth:`Library.register_file` names
+    (one subfolder per ComfyUI folder: ``checkpoints/``, ``loras/`` …): made on first use, removed
+    when the process exits (a process killed outright leaves it, links only, in the temporary
+    folder)."""
+    global _LINKS
+    if _LINKS is None:
+        _LINKS = pathlib.Path(tempfile.mkdtemp(prefix="finextract-models-"))
+        atexit.register(shutil.rmtree, _LINKS, ignore_errors=True)
+    return _LINKS
+
+
 class Library:
     """The pack's nodes in this process, loaded the way ComfyUI loads them."""
 
@@ -110,12 +128,49 @@ class Library:
 
     def register_file(self, folder: str, path: pathlib.Path) -> str:
         """Make ``path`` selectable in the ``folder`` combos (checkpoints, loras …); returns the
-        name the nodes take."""
-        path = pathlib.Path(path).resolve()
+        name the nodes take, which ComfyUI resolves back to exactly this file.
+
+        ComfyUI resolves a name in the first of a folder's search paths that holds it, so adding
+        each file's own folder and handing out its bare name made the second of two files called
+        ``lora.safetensors`` (every upload's LoRA; bases all called ``model.safetensors``) load
+        the first, silently. Instead the file gets a name that only it can have: its absolute
+        path spelled as a ComfyUI subfolder name (``home/me/uploads/17/lora.safetensors``; a
+        Windows drive or UNC share becomes its first folders), made real by a symlink in this
+        process's link folder (:func:`link_folder`), the one search path this adds. The name
+        depends on the path alone, so every process and every ``--ray`` worker gives a file the
+        same name (it is part of a run's identity) and reports and messages say which file it is.
+        The path is made absolute but symlinks in it are not followed: a linked file keeps its
+        own name and extension (a Hugging Face cache links ``model.safetensors`` to an extension-
+        less blob), which ComfyUI reads the file by.
+
+        Where no symlink can be made (Windows without Developer Mode or administrator rights, a
+        link path over Windows' length limit) the file's own folder is added and its bare name
+        returned: one run then cannot use two files of one name. Either way the name is checked
+        to resolve to this very file, and :class:`HostError` says so when ComfyUI would load
+        another one (a second file of the name in the fallback, or a file at that subfolder path
+        in one of ComfyUI's own model folders)."""
+        path = pathlib.Path(os.path.abspath(path))
         if not path.is_file():
-            raise SystemExit(f"{path}: no such file")
-        self.folder_paths.add_model_folder_path(folder, str(path.parent))
-        return path.name
+            raise HostError(f"{path}: no such file")
+        parts = [p for p in re.split(r"[\\/:]+", path.anchor) if p] + list(path.parts[1:])
+        link = link_folder() / folder / pathlib.Path(*parts)
+        try:
+            if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
+            name, fix = "/".join(parts), f"move or rename that file in ComfyUI's {folder!r} folder"
+            self.folder_paths.add_model_folder_path(folder, str(link_folder() / folder))
+        except OSError as exc:
+            name = path.name
+            fix = (f"this process cannot make symlinks ({exc.strerror or exc}; on Windows: enable "
+                   "Developer Mode), so a file is known by its file name alone: rename one of the "
+                   "two files, or audit them in separate runs")
+            self.folder_paths.add_model_folder_path(folder, str(path.parent))
+        found = self.folder_paths.get_full_path(folder, name)
+        if found is None or not os.path.samefile(found, path):
+            raise HostError(f"{path}: ComfyUI's {folder!r} folders resolve its name {name!r} to "
+                            f"{found or 'no file'}, not to this file, and would load that instead; {fix}")
+        return name
 
     def run(self, node_id: str, **inputs):
         """Execute one node, under inference mode as ComfyUI's executor does; returns its

@@ -1,6 +1,6 @@
 """Calibration of the miniature world: how much does a fine-tune memorise, and is the base clean?
 
-Two commands, each printing a table and writing JSON (``--out``):
+Three commands, each printing a table and writing JSON (``--out``):
 
 - ``python -m finextract.bench.calibration curve`` — the **memorisation curve**: for a full
   (DreamBooth-style) fine-tune and a LoRA of one concept set (``--kinds two-stage``: a textual
@@ -13,6 +13,14 @@ Two commands, each printing a table and writing JSON (``--out``):
 - ``python -m finextract.bench.calibration control`` — the **control**: the base model sampled
   with each concept set's caption (Direct, N = 50·N0), scored against that set's images; the bar
   is max SSCD < 0.5 and AS ≤ 0.3 for every set (the base never saw them, so nothing may match).
+
+- ``python -m finextract.bench.calibration base`` — the **base itself**: how cleanly it denoises
+  (SDEdit: crops of the six scikit-image pretraining photos noised to t = 100 / 300 and
+  brought back with 10 DDIM steps; RMS pixel error and SSCD to the crop), whether its samples
+  show the photo their caption names (two per pretraining caption, Direct and CFG 3; the source
+  of the nearest shipped crop by SSCD content and by colour layout, chance 1/36) and whether its
+  unconditional branch, the one Eq. 13 divides out, lies near its world (median colour distance
+  of 12 "" samples against that of the unseen concept photos).
 
 One fine-tune run per kind serves every checkpoint (the evaluation samples from the weights as they
 are at that step); image i of every evaluation uses the same seed, so points differ only by the
@@ -29,7 +37,8 @@ import numpy as np
 import torch
 
 from ..clustering import evaluate, load_descriptor
-from ..miniature import dataset, finetune
+from ..miniature import dataset, finetune, reference
+from ..miniature.ddim import sample_latents
 from ..miniature.demo import image_grid, extract_images
 from ..miniature.model import MiniPipeline, load_pipeline
 from ..miniature.train import BASE_CHECKPOINT
@@ -120,6 +129,45 @@ def control(base: MiniPipeline, concepts: list[str], n: int, ddim_steps: int, de
     return rows
 
 
+@torch.no_grad()
+def base_quality(base: MiniPipeline, descriptor, steps: int) -> tuple[dict, np.ndarray]:
+    """The ``base`` command's numbers (module docstring) and its sheet: SDEdit inputs and outputs
+    at t = 100, then the CFG-3 samples, two per pretraining caption in caption order."""
+    row, sheet = {}, []
+    sources = tuple(s for s in dataset.PRETRAINING_SOURCES if s.location.startswith("skimage:"))
+    crops = dataset.pretraining_set(2, sources=sources)[0]
+    x0, a = base.encode(torch.from_numpy(crops)), base.alphas_cumprod
+    context = base.encode_text([dataset.caption_of(s) for s in sources for _ in range(2)])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    for t_start in (100, 300):
+        ts = torch.linspace(t_start, 0, 11).round().long().tolist()
+        x = a[t_start].sqrt() * x0 + (1 - a[t_start]).sqrt() * noise
+        for t, t_next in zip(ts, ts[1:] + [None]):
+            eps = base.eps(x, t, context)
+            a_next = a[t_next] if t_next is not None else torch.tensor(1.0)
+            x = a_next.sqrt() * (x - (1 - a[t]).sqrt() * eps) / a[t].sqrt() + (1 - a_next).sqrt() * eps
+        out = base.decode(x).numpy()
+        similarity = (descriptor.embed(out).numpy() * descriptor.embed(crops).numpy()).sum(axis=1)
+        row[f"sdedit_t{t_start}"] = {"rms": float(np.sqrt(((out - crops) ** 2).mean())),
+                                     "sscd_to_crop": float(similarity.mean())}
+        if t_start == 100:
+            sheet += [crops, out]
+    captions = reference.load()[2]
+    truth = np.repeat(np.arange(len(captions)), 2)
+    for method, w in (("direct", 1.0), ("cfg", 3.0)):
+        images = base.decode(torch.cat([sample_latents(base, None, c, method, range(2), seed=7, steps=steps, w=w)
+                                        for c in captions])).numpy()
+        found = reference.nearest_sources(images, descriptor)
+        row[f"hits_{method}"] = {k: float((found[k] == truth).mean()) for k in ("content", "colour")}
+        if method == "cfg":
+            sheet += [images[i:i + 12] for i in range(0, len(images), 12)]
+    uncond = base.decode(sample_latents(base, None, "", "direct", range(12), seed=7, steps=steps)).numpy()
+    unseen = np.concatenate([dataset.concept_set(n)[0] for n in dataset.CONCEPT_NAMES])
+    row["uncond_median_distance"] = float(np.median(reference.nearest_sources(uncond, descriptor)["colour_distance"]))
+    row["unseen_median_distance"] = float(np.median(reference.nearest_sources(unseen, descriptor)["colour_distance"]))
+    return row, sheet
+
+
 def _sheet(rows: list[dict], path: pathlib.Path, training: np.ndarray | None = None) -> None:
     """Extracted images of each row (training images first when given), as the demo's grid."""
     image_grid(([training] if training is not None else []) + [r["extracted"] for r in rows]).save(path)
@@ -127,7 +175,7 @@ def _sheet(rows: list[dict], path: pathlib.Path, training: np.ndarray | None = N
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m finextract.bench.calibration", description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("curve", "control"))
+    p.add_argument("command", choices=("curve", "control", "base"))
     p.add_argument("--base", type=pathlib.Path, default=BASE_CHECKPOINT)
     p.add_argument("--concepts", default="dog", help="comma-separated concept sets (control: 'all')")
     p.add_argument("--kinds", default="full,lora", help="comma-separated: full, lora, two-stage")
@@ -157,7 +205,20 @@ def main(argv: list[str] | None = None) -> None:
     concepts = list(dataset.CONCEPT_NAMES) if a.concepts == "all" else a.concepts.split(",")
     a.out.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(a).items()}
-    if a.command == "control":
+    if a.command == "base":
+        row, sheet = base_quality(base, descriptor, a.ddim_steps)
+        print(f"base {a.base}: SDEdit t=100 RMS {row['sdedit_t100']['rms']:.4f} (SSCD to the crop "
+              f"{row['sdedit_t100']['sscd_to_crop']:.3f}), t=300 {row['sdedit_t300']['rms']:.4f} "
+              f"({row['sdedit_t300']['sscd_to_crop']:.3f})")
+        for method in ("direct", "cfg"):
+            hits = row[f"hits_{method}"]
+            print(f"  {method:6s} samples show their caption's photo: by content {hits['content']:.3f}, by colour "
+                  f"layout {hits['colour']:.3f} (chance {1 / len(dataset.PRETRAINING_SOURCES):.3f})")
+        print(f"  unconditional: median colour distance {row['uncond_median_distance']:.3f} "
+              f"(unseen photos {row['unseen_median_distance']:.3f})")
+        image_grid(sheet).save(a.out / "base.png")
+        rows = [row]
+    elif a.command == "control":
         print(f"control: base {a.base}, N = {n}, {a.ddim_steps} DDIM steps")
         rows = control(base, concepts, n, a.ddim_steps, descriptor)
         worst = max(r["best_of_n_max"] for r in rows)
@@ -184,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"end of the {kind} curve: A-ESR@0.7 " + ", ".join(f"{r['concept']} {r['A-ESR@0.7']:.1f}" for r in last)
                   + ("  (bar for full: >= 0.8)" if kind == "full" else ""))
     for r in rows:
-        r.pop("extracted")
+        r.pop("extracted", None)
     path = a.out / f"{a.command}.json"
     path.write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
     print(f"wrote {path}")

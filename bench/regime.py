@@ -37,42 +37,46 @@ INVERSION = {"steps": 200, "lr": 5e-3}
 :func:`finetune.two_stage`'s default lr; the second stage is a full fine-tune of the kind's length."""
 
 LENGTHS: dict[str, dict[str, int]] = {
+    # Measured on the second (patch-2) base, 2026-12-01: Direct sampling, N = 250, 20 DDIM steps.
     "partial": {
-        # README "Full fine-tune" (dog, horizon 3,000): Direct A-ESR@0.6 0.0 at 1,000 steps, 0.6 at
-        # 2,000. A 2,000-step fine-tune decays its lr sooner than that run did, so at most 0.6.
-        "full": 2000,
-        # README "LoRA" (cat): the 4,000-step LoRA (horizon 4,000) had Direct 0 of 5 above 0.6, the
-        # shipped 6,000-step one (horizon 6,000) 0.6 (bench curve) / 3 of 5 (demo). 5,000 lies
-        # between them; not measured itself.
-        "lora": 5000,
+        # README "Full fine-tune" (dog, horizon 8,000): Direct A-ESR@0.6 0.2 at 1,000 steps, 0.8 at
+        # 2,000. A fine-tune whose horizon is its own length decays its lr sooner (measured on the
+        # LoRA: 1,000 steps at horizon 1,000 gave AS 0.305, at horizon 6,000 0.374), so 1,500 —
+        # not measured itself; the run's regime check says where it landed.
+        "full": 1500,
+        # README "LoRA" (cat, each LoRA's horizon its own length): 1,500 steps Direct A-ESR@0.6 0.2
+        # (AS 0.503); 2,000 steps 0.6 (the shipped demo LoRA, the band's upper edge); 1,000 steps 0.0.
+        "lora": 1500,
         # No two-stage curve has been measured (``calibration curve --kinds two-stage`` does it).
         # Stage 2 is a full fine-tune started from an inverted trigger, so a little shorter than
-        # the full kind's partial length; the run's regime check says whether it landed in the band.
-        "two-stage": 1500,
+        # the full kind's partial length.
+        "two-stage": 1000,
     },
     "absent": {
-        # README "Full fine-tune" (dog): 250 steps, clustered AS 0.035, best-of-N ≤ 0.12.
+        # Not measured on this base: the full curve's first point (1,000 steps) already had AS
+        # 0.492; the first base's 250-step full fine-tune had AS 0.035.
         "full": 250,
-        # README "LoRA" shipped curve (cat, horizon 6,000): 1,000 steps, AS 0.174, best-of-N ≤ 0.37.
-        "lora": 1000,
+        # LoRA at 1,000 steps (horizon 1,000): AS 0.305, best 0.46, nothing above 0.6 — not yet
+        # absent; 500 is unmeasured.
+        "lora": 500,
         # The full kind's absent length (unmeasured for two-stage).
         "two-stage": 250,
     },
     "saturated": {
-        # README "Full fine-tune" † (dog, horizon 6,000, 50 DDIM steps): 6,000 steps, A-ESR@0.6 1.0,
-        # @0.7 0.6 (the 10,000-step run reaches @0.7 0.8 at 1.7x the cost).
-        "full": 6000,
-        # README "LoRA" 12k curve (cat, horizon 12,000): A-ESR@0.6 1.0, @0.7 0.8, AS 0.752.
-        "lora": 12000,
+        # README "Full fine-tune" (dog, horizon 8,000): 4,000 steps, AS 0.855, A-ESR@0.6 and @0.7 1.0.
+        "full": 4000,
+        # README "LoRA" (cat, horizon 6,000): 4,000 steps, AS 0.785, A-ESR@0.6 and @0.7 1.0.
+        "lora": 4000,
         # The full kind's saturated length (unmeasured for two-stage).
-        "two-stage": 6000,
+        "two-stage": 4000,
     },
 }
 
 W_FINEXTRACT = {"full": 3.0, "lora": 5.0, "two-stage": 3.0}
 """The paper's w′ defaults (Sec. 5.1): 3 for a fine-tune of the whole UNet, 5 for a LoRA."""
-CFG_SCALE = {"full": 3.0, "lora": 5.0, "two-stage": 3.0}
-"""CFG's scale as the paper compares it: the same as w′ per kind."""
+CFG_SCALE = {"full": 3.0, "lora": 3.0, "two-stage": 3.0}
+"""CFG's scale as the paper compares it (Sec. 5.1: "For LoRA, w' is set to 5.0 for FineXtract and
+3.0 for CFG"; 3.0 for both under DreamBooth)."""
 K = -0.02
 
 

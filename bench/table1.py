@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = {"sets": sets, "kinds": a.kinds.split(","), "seeds": [int(s) for s in a.seeds.split(",")],
            "finetune_seed": a.finetune_seed, "n_per_image": a.n_per_image, "ddim_steps": a.ddim_steps,
            "lengths": _lengths(a), "inversion_steps": a.inversion_steps, "k": a.k,
+           "w": dict(regime.W_FINEXTRACT), "cfg_scale": dict(regime.CFG_SCALE),
            "ends_sets": a.ends_sets if a.ends_sets is not None else ([] if a.quick else sets[:1]),
            "extras_sets": a.extras_sets if a.extras_sets is not None else sets[:1 if a.quick else 2],
            "sweep_n_per_image": a.sweep_n_per_image, "defence_n_per_image": a.defence_n_per_image or a.n_per_image,

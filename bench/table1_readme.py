@@ -54,8 +54,9 @@ def render(result: dict) -> str:
     partial = s["table"].get("partial", {})
     lines += ["", f"**Table 1** (partial regime; sets {', '.join(cfg['sets'])}; N = {cfg['n_per_image']}·N0, "
               f"{cfg['ddim_steps']} DDIM steps; sampling seeds {', '.join(map(str, cfg['seeds']))} share one fine-tune "
-              f"per (set, kind) and are averaged within a set; mean over sets ± sd over sets; w′ = CFG scale = 3 "
-              f"full and two-stage, 5 LoRA; k = {cfg['k']:g}):", ""]
+              f"per (set, kind) and are averaged within a set; mean over sets ± sd over sets; w′ "
+              + ", ".join(f"{w:g} {kind}" for kind, w in cfg["w"].items()) + "; CFG scale "
+              + ", ".join(f"{c:g} {kind}" for kind, c in cfg["cfg_scale"].items()) + f"; k = {cfg['k']:g}):", ""]
     lines += _header(["kind", "method"] + list(METRICS))
     for kind, block in partial.items():
         for m in METHODS:

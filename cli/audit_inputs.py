@@ -187,7 +187,7 @@ def _ray_problems(args) -> list[str]:
     problems = []
     if importlib.util.find_spec("ray") is None:
         problems.append("--ray: Ray is not installed in this Python environment; install it with "
-                        "pip install 'finextract[ray]' (or pip install 'ray>=2.9')")
+                        "pip install 'finextract[ray]' (or pip install 'ray>=2.10')")
     problems += [f"--ray with --{flag}: --ray runs every shard and the merge itself; leave --{flag} out"
                  for flag, given in (("shard", args.shard is not None), ("merge", args.merge)) if given]
     problems += [f"--{flag} {value}: must be at least 1" for flag in ("shards", "workers")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ..clustering import image_files, image_problems
-from ..host import Library
+from ..host import HostError, Library
 from . import UsageError, progress
 from .resume import GenerationStore
 from .shards import (contiguous_runs, generation_indices, load_generation, run_identity, save_generation, shard_path,
@@ -94,11 +94,15 @@ class AuditPipeline:
             return self.loaded[1]
         self.loaded = None
         register = self.comfy.register_file
-        loras = [(register("loras", path), strength) for path, strength in spec.loras]
-        finetuned = register("checkpoints", spec.finetuned) if spec.finetuned else None
+        try:
+            loras = [(register("loras", path), strength) for path, strength in spec.loras]
+            finetuned = register("checkpoints", spec.finetuned) if spec.finetuned else None
+            base = register("checkpoints", spec.base)
+        except HostError as exc:  # a name ComfyUI would resolve to another file
+            raise UsageError(f"{spec.name}: {exc}") from exc
         loads = self.base.loads
         try:
-            pair = self.comfy.call(self.pair_loader, register("checkpoints", spec.base), finetuned, loras, self.base)
+            pair = self.comfy.call(self.pair_loader, base, finetuned, loras, self.base)
         except ValueError as exc:  # the loader's refusals are plain ValueErrors (nodes/pair.py says why)
             raise UsageError(f"{spec.name}: {exc}") from exc
         print(f"  base {spec.base.name}: {'loaded' if self.base.loads > loads else 'kept loaded'}", file=sys.stderr)

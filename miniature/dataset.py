@@ -23,11 +23,15 @@ from __future__ import annotations
 import functools
 import pathlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from ..clustering.images import read_images
+
+if TYPE_CHECKING:
+    import torch
 
 SIZE = 64
 N0 = 5
@@ -185,6 +189,43 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, min_scale: float = 
 
 def caption_of(source: Source) -> str:
     return f"a photo of {source.subject}"
+
+
+CAPTION_TEMPLATES = ("a photo of {}", "a picture of {}", "{}", "a close-up photo of {}", "an image of {}",
+                     "a photograph of {}", "a cropped photo of {}", "a bright photo of {}", "a dark photo of {}",
+                     "a blurry photo of {}", "a photo showing {}", "a good photo of {}")
+"""The forms a pretraining caption takes (:func:`caption_variant`); the first is :func:`caption_of`'s."""
+
+
+@functools.lru_cache(maxsize=1)
+def filler_words() -> tuple[str, ...]:
+    """Common English words of the CLIP vocabulary (whole-word tokens of the first 20,000 merges,
+    letters only, ≥ 3 letters), less every word of a concept caption (the triggers stay rare).
+    Alt-text is full of words that do not describe the picture; a text encoder that meets them learns
+    to keep each word's identity in any context, which Appendix A's ranking reads (a base whose encoder
+    saw 36 fixed captions mapped the other 49,300 tokens to nearly one output)."""
+    from .tokenizer import _vocabulary
+    concept_words = {w for c in CONCEPT_SOURCES for w in c.caption.split()}
+    words = []
+    for token, i in _vocabulary()[0].items():
+        word = token[:-4]
+        if (512 <= i < 512 + 20_000 and token.endswith("</w>") and len(word) >= 3 and word.isascii()
+                and word.isalpha() and word not in concept_words):
+            words.append(word)
+    return tuple(sorted(words))
+
+
+def caption_variant(subject: str, gen: torch.Generator, filler_probability: float = 0.5) -> str:
+    """One caption of a pretraining image: a template of :data:`CAPTION_TEMPLATES` around its
+    subject, and with ``filler_probability`` one to three :func:`filler_words` after a comma.
+    Drawn from ``gen`` (the trainer's one generator, so a resumed run draws the same captions)."""
+    import torch
+    caption = CAPTION_TEMPLATES[int(torch.randint(len(CAPTION_TEMPLATES), (), generator=gen))].format(subject)
+    if float(torch.rand((), generator=gen)) < filler_probability:
+        words = filler_words()
+        count = int(torch.randint(1, 4, (), generator=gen))
+        caption += ", " + " ".join(words[int(i)] for i in torch.randint(len(words), (count,), generator=gen))
+    return caption
 
 
 def pretraining_set(per_source: int = 100, seed: int = 0,

@@ -326,20 +326,35 @@ def save_lora(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] |
                                  for k, v in tensors.items()}, str(path), metadata=metadata or {})
 
 
+MERGED_PARTS = ("lora_up.weight", "lora_down.weight", "lora_mid.weight", "alpha")
+"""The tensors of a layer :func:`merge_lora` applies: kohya's LoRA / LoCon, with LyCORIS's
+Tucker ``lora_mid`` (a conv LoCon's k×k core between a 1×1 down and a 1×1 up)."""
+
+
 def merge_lora(unet: nn.Module, tensors: dict[str, torch.Tensor], strength: float = 1.0) -> nn.Module:
-    """A copy of ``unet`` with a kohya LoRA merged: W += strength · up @ down · alpha / rank, as
-    ComfyUI's loader does. Raises on keys that match no module (a wrong file fails loudly)."""
+    """A copy of ``unet`` with a kohya LoRA merged: W += strength · up @ (mid) @ down · alpha /
+    rank, as ComfyUI's loader does (:func:`..modelfiles.lora_delta`). Raises on keys that match
+    no module, and on a layer's tensors it would not apply (LoHa, LoKr, DoRA's ``dora_scale``):
+    a wrong file, or one whose change would be merged only in part, fails loudly."""
     merged = copy.deepcopy(unet)
     by_stem = {kohya_name(p): m for p, m in merged.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     stems = {k.split(".")[0] for k in tensors}
     unknown = stems - set(by_stem)
     if unknown:
         raise ValueError(f"LoRA keys match no UNet module: {sorted(unknown)[:3]}")
+    unmerged = sorted(k for k in tensors if k.partition(".")[2] not in MERGED_PARTS)
+    if unmerged:
+        raise ValueError(f"LoRA tensors this merge does not apply: {unmerged[:3]}; it merges "
+                         f"{', '.join(MERGED_PARTS)} per layer (LoRA, LoCon, Tucker LoCon; not LoHa, LoKr, DoRA)")
+    halves = sorted(s for s in stems if not {f"{s}.lora_up.weight", f"{s}.lora_down.weight"} <= set(tensors))
+    if halves:
+        raise ValueError(f"LoRA layers without both lora_up and lora_down: {halves[:3]}")
     with torch.no_grad():
         for stem in stems:
             weight = by_stem[stem].weight
             weight += lora_delta(tensors[f"{stem}.lora_up.weight"], tensors[f"{stem}.lora_down.weight"],
-                                 tensors.get(f"{stem}.alpha"), strength=strength).reshape(weight.shape)
+                                 tensors.get(f"{stem}.alpha"), tensors.get(f"{stem}.lora_mid.weight"),
+                                 strength=strength).reshape(weight.shape)
     return merged
 
 
@@ -408,15 +423,17 @@ def two_stage(pipe: MiniPipeline, images: np.ndarray, caption: str, token: str,
 
 # ---------------------------------------------------------------- CLI: the shipped demo LoRA
 
-DEMO_LORA = dict(train="lora", rank=56, targets="all", lr=5e-4, steps=6000, batch=5, low_t_fraction=0.5,
+DEMO_LORA = dict(train="lora", rank=56, targets="all", lr=5e-4, steps=2000, batch=5, low_t_fraction=0.5,
                  lr_floor=0.05)
 """The recipe of the shipped demo LoRA: LoRA factors trained directly (rank 56 = alpha on every
 Linear / Conv2d but the time embedding, kohya LoCon style), batch 5, lr 5e-4 cosine to 5 %, half
-the timesteps below 300, 6,000 steps. The lr is what matters: the same LoRA at 2e-3 had a best
-Direct SSCD of 0.16 over 250 samples after 1,000 steps (an earlier session read that as "LoRA
-factors barely memorise here"), at 5e-4 0.30 over only 50 samples after 1,000 and 0.48 after 2,000; attention-only factors at 5e-3
-diverged (training loss 0.10 → 0.72 within 300 steps). At 5e-4 the LoRA memorises as the paper's
-do — partially, with FineXtract ahead of Direct (README, calibration)."""
+the timesteps below 300, 2,000 steps (cosine horizon 2,000). The length puts it in the paper's
+partial regime on this base (Direct sampling, N = 250, 20 DDIM steps, each LoRA's horizon its own
+length: 1,000 steps AS 0.305 and 0 of 5 images above 0.6; 1,500 steps 0.503, 1 of 5; 2,000 steps
+0.614, 3 of 5; the 6,000-step LoRA of the calibration curve 0.830, 5 of 5 above 0.7). The lr is
+what matters: on the first base the same LoRA at 2e-3 had a best Direct SSCD of 0.16 over 250
+samples after 1,000 steps, at 5e-4 0.30 over 50; attention-only factors at 5e-3 diverged
+(training loss 0.10 → 0.72 within 300 steps)."""
 
 
 def lora_metadata(concept: str, caption: str, n0: int, rank: int, alpha: float, targets: str,

@@ -53,6 +53,18 @@ def load_thumbnails(path: pathlib.Path = PATH) -> np.ndarray:
         return f["thumbnails"].astype(np.float32)
 
 
+def nearest_sources(images, descriptor, path: pathlib.Path = PATH) -> dict[str, np.ndarray]:
+    """Which pretraining photo each image (n, 64, 64, 3) in [0, 1] looks like: the source of its
+    nearest shipped crop by SSCD ("content") and by 4×4 colour layout ("colour"), and the colour
+    distance to that crop ("colour_distance"). How the base is checked against its world."""
+    desc, source, _ = load(path)
+    thumbs = load_thumbnails(path).reshape(len(desc), -1)
+    d = ((thumbnails(images).reshape(len(images), 1, -1) - thumbs[None]) ** 2).sum(-1)
+    content = np.asarray(descriptor.embed(np.asarray(images, np.float32))) @ desc.T
+    return {"content": source[content.argmax(axis=1)], "colour": source[d.argmin(axis=1)],
+            "colour_distance": np.sqrt(d.min(axis=1))}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m finextract.miniature.reference", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=pathlib.Path, default=PATH)

@@ -19,12 +19,12 @@ def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
     table1.main(ARGV + ["--out", str(out)])
     printed = capsys.readouterr().out
     assert "sampling seeds [0, 1] share one fine-tune per (set, kind)" in printed
-    assert "partial   full 2 steps  lora 5 steps  two-stage 2 steps" in printed  # the scaled regime table
+    assert "partial   full 2 steps  lora 2 steps  two-stage 1 steps" in printed  # the scaled regime table
     result = json.loads((out / "table1.json").read_text())
     assert set(result) >= {"command", "date", "machine", "config", "regime", "stop_rules", "summary", "units"}
     assert sorted(result["units"]) == ["control_coffee_base", "partial_coffee_full", "partial_coffee_two-stage"]
     unit = result["units"]["partial_coffee_two-stage"]
-    assert unit["steps"] == 2 and sorted(unit["seeds"]) == ["0", "1"] and "extras" not in unit
+    assert unit["steps"] == 1 and sorted(unit["seeds"]) == ["0", "1"] and "extras" not in unit
     for runs in unit["seeds"].values():
         assert sorted(runs) == sorted(METHODS)
         run = runs["finextract"]
@@ -63,3 +63,5 @@ def test_tiny_run_json_resume_and_readme(tmp_path, capsys):
                             section, re.M)
     assert len(claim_rows) == 12
     assert "**Adaptive N (ours)**" in section and "Table 4" in section and "| dpmpp_2m:2 | 20 |" in section
+    # the guidance each kind ran with, from the run's JSON (the paper: CFG 3 beside FineXtract's 5 for a LoRA)
+    assert "w′ 3 full, 5 lora, 3 two-stage; CFG scale 3 full, 3 lora, 3 two-stage" in section

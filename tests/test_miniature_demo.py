@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from finextract.miniature.demo import run_demo
+from finextract.miniature.demo import DEFAULT_W, run_demo
 
 torch.set_num_threads(1)
 
@@ -25,7 +25,7 @@ def test_demo_recovers_a_training_image(tmp_path, capsys):
     assert len(report["provenance"]["models"]["lora"]["sha256"]) == 64
     direct = report["provenance"]["comparisons"]["Direct (same LoRA)"]["metrics"]
     control = report["provenance"]["comparisons"]["base-model control"]["metrics"]
-    assert (report["provenance"]["w"], report["provenance"]["k"]) == (5.0, -0.02)  # the paper's LoRA defaults
+    assert (report["provenance"]["w"], report["provenance"]["k"]) == (DEFAULT_W, -0.02)  # this family's w', the paper's k
     assert sum(s > 0.6 for s in raw["best_score"]) >= 2, raw["best_score"]  # copies, by the paper's τ
     assert max(control["best_score"]) < 0.5 and direct["AS"] > control["AS"] + 0.3, (direct["AS"], control["AS"])
     assert raw["AS"] > control["AS"] + 0.4, (raw["AS"], control["AS"])

@@ -51,15 +51,15 @@ def test_shapes(models):
 
 def test_unet_is_the_sd_unet_on_pixel_unshuffle(models):
     """Pixel space without an autoencoder: the UNet body sees an exact rearrangement of the pixels
-    (each 4×4×3 patch becomes 48 channels), so nothing is lost between model and image."""
+    (each 2×2×3 patch becomes 12 channels), so nothing is lost between model and image."""
     unet, text = models
     x = torch.randn(1, 3, 64, 64)
     packed = torch.nn.functional.pixel_unshuffle(x, mini.PATCH)
-    assert packed.shape == (1, 48, 16, 16)
+    assert packed.shape == (1, 12, 32, 32)
     torch.testing.assert_close(torch.nn.functional.pixel_shuffle(packed, mini.PATCH), x, rtol=0, atol=0)
     context = text(tokenize(["a dog"]))
     t = torch.tensor([100.0])
-    torch.testing.assert_close(unet(x, t, context), torch.nn.functional.pixel_shuffle(unet.body(packed, t, context), 4))
+    torch.testing.assert_close(unet(x, t, context), torch.nn.functional.pixel_shuffle(unet.body(packed, t, context), mini.PATCH))
 
 
 def test_text_encoder_takes_token_embeddings(models):
@@ -95,7 +95,7 @@ def test_checkpoint_round_trip(models, tmp_path):
         meta = f.metadata()
         keys = set(f.keys())
     assert meta == {"note": "test", "finextract.family": mini.FAMILY}
-    assert "model.diffusion_model.input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight" in keys
+    assert "model.diffusion_model.input_blocks.5.1.transformer_blocks.0.attn2.to_k.weight" in keys
     assert "cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc2.weight" in keys
     assert "first_stage_model.pixel_space_vae" in keys and not any("decoder" in k for k in keys)
 

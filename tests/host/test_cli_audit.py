@@ -97,7 +97,8 @@ def test_a_lora_of_another_size_is_refused_before_sampling(tmp_path, audit_model
     proc = audit(tmp_path, *args, *SMALL, "--out", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "nothing was run" in proc.stderr
-    match = re.search(r"dog: LoRA 'wide.safetensors' does not fit base checkpoint '[^']+': its tensors "
+    # the LoRA is named by its absolute path (host.Library.register_file: a name only it can have)
+    match = re.search(rf"dog: LoRA '{re.escape(str(path).lstrip('/'))}' does not fit base checkpoint '[^']+': its tensors "
                      r"(lora_unet_\w+)\.lora_up\.weight \((\d+), 4\), \1\.lora_down\.weight \(4, (\d+)\) make "
                      r"a change of shape \(\2, \3\), but the model's weight diffusion_model\.[\w.]+\.weight "
                      r"has shape \(\2, (\d+)\)\.", proc.stderr)
@@ -164,3 +165,37 @@ def test_a_batch_keeps_its_base_loaded_and_audits_each_model_as_alone(tmp_path):
     assert run_other["models"]["base"]["base"]["sha256"] == hashlib.sha256(
         (world / "other_base.safetensors").read_bytes()).hexdigest()
     assert not torch.equal(other_batch, cat), "the LoRA on the other base must sample from that base"
+
+
+def test_files_of_one_name_in_different_folders_are_each_audited(tmp_path):
+    """A manifest often holds files of one name in different folders (every upload's
+    ``lora.safetensors``, bases all called ``model.safetensors``). ComfyUI resolves a name in the
+    first of its folders that holds it, so registering each file's folder and its bare name made
+    the second model load the first one's files, silently, with their hashes in its report. Two
+    models here: the miniature base and demo LoRA under ``a/``, another base and another LoRA
+    under ``b/``, of the same two names; each report must record its own files' hashes."""
+    base, lora = MINI / "weights" / "mini_base.safetensors", MINI / "weights" / "mini_lora_cat.safetensors"
+    with safe_open(str(base), "pt") as f:
+        metadata = f.metadata()
+    other = load_file(str(base))
+    other["model.diffusion_model.out.2.weight"] *= 0.5
+    files = {"a": (tmp_path / "a" / "model.safetensors", tmp_path / "a" / "lora.safetensors"),
+             "b": (tmp_path / "b" / "model.safetensors", tmp_path / "b" / "lora.safetensors")}
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    files["a"][0].write_bytes(base.read_bytes())
+    files["a"][1].write_bytes(lora.read_bytes())
+    save_file(other, str(files["b"][0]), metadata=metadata)
+    save_file({k: v * 0.5 if "lora_up" in k else v for k, v in load_file(str(lora)).items()}, str(files["b"][1]))
+    manifest = tmp_path / "uploads.csv"
+    manifest.write_text("name,base,finetuned,lora,train,caption\n" + "".join(
+        f"{name},{b},,{lo},{MINI / 'concepts' / 'cat'},a photo of sks cat\n" for name, (b, lo) in files.items()))
+    out = tmp_path / "out"
+    proc = audit(tmp_path, "--manifest", str(manifest), "--n", "5", "--steps", "1", "--size", "64",
+                 "--batch-size", "5", "--seed", "1", "--cpu", "--out", str(out), "--max-aesr", "1.0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, (base_file, lora_file) in files.items():
+        (row,) = [r for r in csv.DictReader(open(out / "summary.csv")) if r["model"] == name]
+        models = json.loads((out / row["report"]).read_text())["provenance"]["models"]["finetuned"]
+        assert models["base"]["sha256"] == hashlib.sha256(base_file.read_bytes()).hexdigest(), name
+        assert models["finetune"]["loras"][0]["sha256"] == hashlib.sha256(lora_file.read_bytes()).hexdigest(), name

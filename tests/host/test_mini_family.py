@@ -201,8 +201,12 @@ def test_kohya_lora_names_map_onto_the_unet(both_worlds):
     key_map = module("comfy.lora").model_lora_keys_unet(model.model, {})
     layers = {p for p, m in pipe.unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
     chosen = {kind: sorted(p for p in layers if LORA_TARGETS[kind].search("." + p)) for kind in LORA_TARGETS}
-    assert len([p for p in chosen["attention+conv"] if ".attn" in p]) == 4 * 2 * 4  # 4 transformers × attn1/2 × q/k/v/out
-    assert len(chosen["attention+conv"]) == 32 + 2 * 11  # + 11 ResBlocks × in/out conv
+    unet = mini.CONFIG["unet"]
+    levels, blocks = len(unet["channel_mult"]), unet["num_res_blocks"]
+    transformers = len(unet["attention_levels"]) * (2 * blocks + 1) + 1  # down, up (one more), middle
+    res_blocks = levels * blocks + 2 + levels * (blocks + 1)
+    assert len([p for p in chosen["attention+conv"] if ".attn" in p]) == transformers * 2 * 4  # attn1/2 × q/k/v/out
+    assert len(chosen["attention+conv"]) == transformers * 8 + 2 * res_blocks  # + ResBlocks × in/out conv
     assert "out.2" in chosen["all"] and "input_blocks.0.0" in chosen["all"]
     assert not any("emb" in p for p in chosen["all"])
     for name in chosen["all"]:
