@@ -9,7 +9,8 @@ SD3.5 checkpoint cut here into its three parts; 4 images of 64 px, 2 steps.
   extra file's sha256 and the FluxGuidance value; another VAE file gives the same latents and
   other images; another guidance value other latents (a shard's identity records it).
 - SD3.5 (diffusion model + CLIP-L with type sd3 + VAE cut out of the checkpoint) audits as the
-  checkpoint does.
+  checkpoint does; sharded, its merge reports the files, and a merge given another VAE than the
+  shards were made with is refused.
 - Refused before any model loads: text-encoder types ComfyUI's loaders do not take (named per
   manifest row, with the loader's own list); after the base loads: text-encoder files beside a
   checkpoint's own text encoders.
@@ -160,6 +161,17 @@ def test_sd3_split_files_audit_as_the_checkpoint(run, family_models, tmp_path):
     assert "conditioning" not in identity, "a checkpoint's run keeps the identity it had"
     torch.testing.assert_close(latents, whole, rtol=1e-6, atol=1e-6)
     assert np.array_equal(extracted(tmp_path / "split"), extracted(tmp_path / "whole"))
+
+    # across machines: a merge with the shards' files reports them; one with another VAE is
+    # refused (its report would name a VAE that did not decode its images, or the other way)
+    split = ["--base", str(parts["unet"]), *lora, "--clip", str(parts["clip_l"]), "--clip-type", "sd3"]
+    ok(run(tmp_path / "sharded", *split, "--vae", str(parts["vae"]), "--shard", "0/1"))
+    ok(run(tmp_path / "sharded", *split, "--vae", str(parts["vae"]), "--merge"))
+    assert report(tmp_path / "sharded")["provenance"]["conditioning"] == conditioning
+    other = run(tmp_path / "sharded", *split, "--vae", str(folder / "vae" / manifest["flux"]["vae"]), "--merge")
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+    assert f"model: --merge: the shards in {tmp_path / 'sharded' / 'model' / 'shards'} were made by another run " \
+           "than this command (conditioning)" in other.stderr, other.stderr[-3000:]
 
 
 def test_text_encoder_types_and_files_comfyui_would_not_take_are_refused(run, family_models, tmp_path):
