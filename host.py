@@ -113,10 +113,11 @@ def link_folder() -> pathlib.Path:
 
 
 STOCK_NODES = {"CLIPLoader": "nodes", "DualCLIPLoader": "nodes", "TripleCLIPLoader": "comfy_extras.nodes_sd3",
-               "VAELoader": "nodes", "FluxGuidance": "comfy_extras.nodes_flux"}
+               "VAELoader": "nodes", "LoraLoader": "nodes", "FluxGuidance": "comfy_extras.nodes_flux"}
 """ComfyUI's own nodes :meth:`Library.run_stock` executes, and the module defining each: the
 loaders of a diffusion-model-only base's text encoders and VAE (ComfyUI's split layout, as its
-FLUX.1 template loads them) and FLUX.1's distilled-guidance value. A server registers them at
+FLUX.1 template loads them), the LoRA loader that applies a LoRA's text-encoder tensors to them,
+and FLUX.1's distilled-guidance value. A server registers them at
 start; a library use imports just these."""
 
 

@@ -9,7 +9,11 @@ files ComfyUI's own CLIPLoader / DualCLIPLoader / TripleCLIPLoader and VAELoader
 (:meth:`..host.Library.register_file`). A VAE file also replaces a checkpoint's own VAE (as SD1.5
 users decode with another VAE); text-encoder files beside a checkpoint's own text encoders are
 refused: the fine-tune's text-encoder change (a LoRA's text-encoder tensors, a full fine-tune's
-CLIP) is applied to the checkpoint's and would be dropped.
+CLIP) is applied to the checkpoint's and would be dropped. A LoRA's text-encoder tensors, which
+the pair loader sets aside on a diffusion-model-only base (it owns no text encoder), are applied
+to the caption's text encoder by ComfyUI's LoraLoader, as the loader's report advises a ComfyUI
+user: the caption then goes through the text encoder the fine-tune was trained with, the empty
+prompt through the base's.
 
 Each file is recorded (name, bytes, sha256 of the file and of its tensors) in the run's identity
 (:func:`.shards.run_identity`), which saved chunks and shards are checked against and which the
@@ -72,18 +76,23 @@ class Encoders:
     """Encodes the empty prompt: the base's text encoder."""
     vae: object
     record: dict
-    """``text_encoders`` (loader, type, file records), ``vae`` (file record), ``flux_guidance``:
-    each only where it applies. Part of the run's identity."""
+    """``text_encoders`` (loader, type, file records; ``lora_layers``: the layers a LoRA's
+    text-encoder tensors reached on the caption's), ``vae`` (file record), ``flux_guidance``: each
+    only where it applies. Part of the run's identity."""
 
     def describe(self) -> str:
         """One line for stderr: what encodes the prompts and decodes the latents."""
         r = self.record
         te = r.get("text_encoders")
-        parts = [f"text encoders: {te['loader']} ({te['type']}) of "
-                 f"{', '.join(pathlib.PurePath(f['file']).name for f in te['files'])}" if te
-                 else "text encoders: the base checkpoint's",
-                 f"VAE: VAELoader of {pathlib.PurePath(r['vae']['file']).name}" if "vae" in r
-                 else "VAE: the base checkpoint's"]
+        if te is None:
+            parts = ["text encoders: the base checkpoint's"]
+        else:
+            parts = [f"text encoders: {te['loader']} ({te['type']}) of "
+                     f"{', '.join(pathlib.PurePath(f['file']).name for f in te['files'])}"]
+            if "lora_layers" in te:
+                parts[0] += f", the caption's with the LoRA's text-encoder tensors on {te['lora_layers']} layers"
+        parts.append(f"VAE: VAELoader of {pathlib.PurePath(r['vae']['file']).name}" if "vae" in r
+                     else "VAE: the base checkpoint's")
         if "flux_guidance" in r:
             parts.append(f"FluxGuidance {r['flux_guidance']:g} on both prompts")
         return "; ".join(parts)
@@ -100,6 +109,28 @@ class Encoders:
                                                   guidance=self.record["flux_guidance"])
             encoded.append(conditioning)
         return tuple(encoded)
+
+
+def lora_text_encoders(comfy, spec, pair, clip, record: dict):
+    """``clip`` with the text-encoder tensors the pair's LoRAs could not apply (no text encoder
+    of the base's own) applied by ComfyUI's LoraLoader at each LoRA's strength (its model
+    strength 0), and how many text-encoder layers they reached written to ``record``;
+    :class:`UsageError` when such tensors reach none (made for another text encoder)."""
+    loras = [r for r in pair.finetuned.model_options["finextract"]["finetune"].get("loras", [])
+             if r.get("text_encoder_tensors_not_applied")]
+    if not loras:
+        return clip
+    patched = clip
+    for lora in loras:
+        (_, patched) = comfy.run_stock("LoraLoader", model=pair.base, clip=patched, lora_name=lora["file"],
+                                       strength_model=0.0, strength_clip=lora["strength"])
+    layers = len(patched.patcher.patches) - len(clip.patcher.patches)
+    if not layers:
+        raise UsageError(f"{spec.name}: the text-encoder tensors of LoRA {loras[0]['file']!r} reach no layer of "
+                         f"the --clip text encoders ({', '.join(str(p) for p in spec.clip)}): the LoRA was made "
+                         f"for another text encoder; give the ones its base was trained with")
+    record["lora_layers"] = layers
+    return patched
 
 
 def load(comfy, spec, pair, guidance: float) -> Encoders:
@@ -130,9 +161,9 @@ def load(comfy, spec, pair, guidance: float) -> Encoders:
             if len(names) == 2:
                 inputs["type"] = spec.clip_type
         (clip,) = comfy.run_stock(loader, **inputs)
-        caption_clip = empty_clip = clip
         record["text_encoders"] = {"loader": loader, "type": spec.clip_type or TRIPLE_TYPE,
                                    "files": [file_record(str(p), n) for p, n in zip(spec.clip, names)]}
+        empty_clip, caption_clip = clip, lora_text_encoders(comfy, spec, pair, clip, record["text_encoders"])
     elif pair.clip is None:
         raise UsageError(f"{spec.name}: base {spec.base} holds no text encoder: give its text encoders "
                          f"with {FIX_CLIP}")

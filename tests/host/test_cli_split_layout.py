@@ -11,6 +11,9 @@ SD3.5 checkpoint cut here into its three parts; 4 images of 64 px, 2 steps.
 - SD3.5 (diffusion model + CLIP-L with type sd3 + VAE cut out of the checkpoint) audits as the
   checkpoint does; sharded, its merge reports the files, and a merge given another VAE than the
   shards were made with is refused.
+- SD1.5: a LoRA's text-encoder tensors, which the pair loader cannot apply on a UNet-only base,
+  reach the ``--clip`` file's CLIP-L for the caption (ComfyUI's LoraLoader): the checkpoint's
+  samples.
 - Refused before any model loads: text-encoder types ComfyUI's loaders do not take (named per
   manifest row, with the loader's own list); after the base loads: text-encoder files beside a
   checkpoint's own text encoders.
@@ -172,6 +175,25 @@ def test_sd3_split_files_audit_as_the_checkpoint(run, family_models, tmp_path):
     assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
     assert f"model: --merge: the shards in {tmp_path / 'sharded' / 'model' / 'shards'} were made by another run " \
            "than this command (conditioning)" in other.stderr, other.stderr[-3000:]
+
+
+def test_a_loras_text_encoder_tensors_reach_the_clip_file_on_a_split_base(run, family_models, tmp_path):
+    """An SD1.5 kohya LoRA on 4 UNet and 2 CLIP-L layers: on the UNet-only base the pair loader
+    applies the UNet part and sets the CLIP-L part aside (it owns no text encoder); the audit puts
+    it on the ``--clip`` file's CLIP-L with ComfyUI's LoraLoader for the caption, and so samples as
+    on the checkpoint of the same tensors (whose CLIP-L is that file's)."""
+    folder, manifest = family_models
+    entry = manifest["sd15"]
+    lora = ["--lora", str(folder / "loras" / entry["loras"]["kohya"]), "--scheduler", "normal"]
+    proc = ok(run(tmp_path / "split", "--base", str(folder / "diffusion_models" / entry["diffusion_models"]["base"]),
+                  *lora, "--clip", str(folder / "text_encoders" / entry["clip"]), "--clip-type", "stable_diffusion",
+                  "--vae", str(folder / "vae" / entry["vae"])))
+    assert "its 6 text-encoder tensors are NOT applied" in proc.stderr, proc.stderr[-3000:]  # by the pair loader
+    assert "the caption's with the LoRA's text-encoder tensors on 2 layers" in proc.stderr, proc.stderr[-3000:]
+    ok(run(tmp_path / "whole", "--base", str(folder / "checkpoints" / entry["checkpoints"]["base"]), *lora))
+    (latents, identity), (whole, _) = saved(tmp_path / "split"), saved(tmp_path / "whole")
+    assert identity["conditioning"]["text_encoders"]["lora_layers"] == 2
+    torch.testing.assert_close(latents, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_text_encoder_types_and_files_comfyui_would_not_take_are_refused(run, family_models, tmp_path):
