@@ -15,8 +15,8 @@ SD3.5 checkpoint cut here into its three parts; 4 images of 64 px, 2 steps.
   reach the ``--clip`` file's CLIP-L for the caption (ComfyUI's LoraLoader): the checkpoint's
   samples.
 - Refused before any model loads: text-encoder types ComfyUI's loaders do not take (named per
-  manifest row, with the loader's own list); after the base loads: text-encoder files beside a
-  checkpoint's own text encoders.
+  manifest row, with the loader's own list), a guidance value outside FluxGuidance's range;
+  after the base loads: text-encoder files beside a checkpoint's own text encoders.
 
 The one fake, as in ``test_split_layout``: FLUX.1 reads CLIP-L + T5-XXL (DualCLIPLoader, type
 flux); T5-XXL cannot exist here, so the test FLUX's ``txt_in`` is 768 wide and ``--clip`` is the
@@ -220,6 +220,10 @@ def test_text_encoder_types_and_files_comfyui_would_not_take_are_refused(run, fa
     assert "triple: text-encoder type 'sdxl' (--clip-type, manifest column clip_type): ComfyUI's " \
            "TripleCLIPLoader of 3 files takes none of that name; choose one of sd3" in proc.stderr
     assert "[1/3]" not in proc.stderr and "base " not in proc.stderr, "refused before any model loads"
+    proc = run(tmp_path / "g", "--base", str(folder / "checkpoints" / sd3["checkpoints"]["base"]),
+               "--lora", str(folder / "loras" / sd3["loras"]["kohya"]), "--flux-guidance", "200")
+    assert proc.returncode == 2 and "--flux-guidance 200: ComfyUI's FluxGuidance takes 0 to 100" in proc.stderr, \
+        proc.stderr[-3000:]
 
     # a checkpoint with its own text encoder: the fine-tune's text-encoder change would be dropped
     proc = run(tmp_path / "own", "--base", str(folder / "checkpoints" / sd3["checkpoints"]["base"]),
