@@ -6,7 +6,8 @@ pack), this is the only module that imports ComfyUI or starts it; everything els
 - :func:`import_comfyui` / :func:`module` — ComfyUI as a library in this process (its checkout put
   on ``sys.path`` only when a caller asks; importing the pack never does).
 - :class:`Library` — the pack's nodes loaded as ComfyUI loads them (``comfy_entrypoint`` →
-  ``get_node_list``) and executed in this process: the headless ``finextract audit``.
+  ``get_node_list``) and executed in this process, beside a few of ComfyUI's own (its text-encoder
+  and VAE loaders, FluxGuidance: :data:`STOCK_NODES`): the headless ``finextract audit``.
 - :func:`server` — a real ComfyUI process on 127.0.0.1 with this checkout as its only custom node
   pack, for the host tests and the node-schema refresh.
 - :func:`pack_env` — an environment whose ``finextract`` is this checkout, for subprocesses.
@@ -111,6 +112,15 @@ def link_folder() -> pathlib.Path:
     return _LINKS
 
 
+STOCK_NODES = {"CLIPLoader": "nodes", "DualCLIPLoader": "nodes", "TripleCLIPLoader": "comfy_extras.nodes_sd3",
+               "VAELoader": "nodes", "LoraLoader": "nodes", "FluxGuidance": "comfy_extras.nodes_flux"}
+"""ComfyUI's own nodes :meth:`Library.run_stock` executes, and the module defining each: the
+loaders of a diffusion-model-only base's text encoders and VAE (ComfyUI's split layout, as its
+FLUX.1 template loads them), the LoRA loader that applies a LoRA's text-encoder tensors to them,
+and FLUX.1's distilled-guidance value. A server registers them at
+start; a library use imports just these."""
+
+
 class Library:
     """The pack's nodes in this process, loaded the way ComfyUI loads them."""
 
@@ -178,6 +188,36 @@ class Library:
         if node_id not in self.nodes:
             raise SystemExit(f"node {node_id} is not loaded (pack incomplete?): {sorted(self.nodes)}")
         return tuple(self.call(self.nodes[node_id].execute, **inputs).result)
+
+    @staticmethod
+    def stock_node(node_id: str):
+        """The class of one of ComfyUI's own nodes (:data:`STOCK_NODES`)."""
+        return getattr(module(STOCK_NODES[node_id]), node_id)
+
+    def run_stock(self, node_id: str, **inputs) -> tuple:
+        """Execute one of ComfyUI's own nodes (:data:`STOCK_NODES`) as its executor does, under
+        inference mode: a V3 node's ``execute``, a V1 node's ``FUNCTION`` on an instance; returns
+        its outputs as a tuple. Its inputs are not validated (a prompt's are): check a combo
+        against :meth:`options` first."""
+        cls = self.stock_node(node_id)
+        if hasattr(cls, "GET_SCHEMA"):
+            return tuple(self.call(cls.execute, **inputs).result)
+        return tuple(self.call(getattr(cls(), cls.FUNCTION), **inputs))
+
+    def schema_input(self, node_id: str, name: str):
+        """Input ``name`` of a node, the pack's (``self.nodes``) or ComfyUI's (:data:`STOCK_NODES`):
+        a V3 input (``.options``, ``.min``, ``.max`` …), or a V1 node's ``(type or options, extras)``."""
+        cls = self.nodes[node_id] if node_id in self.nodes else self.stock_node(node_id)
+        if hasattr(cls, "GET_SCHEMA"):
+            return {i.id: i for i in cls.GET_SCHEMA().inputs}[name]
+        types = cls.INPUT_TYPES()
+        return {**types.get("required", {}), **types.get("optional", {})}[name]
+
+    def options(self, node_id: str, name: str) -> list:
+        """The choices of a combo input of a node, the pack's or ComfyUI's (as a prompt is validated
+        against them)."""
+        spec = self.schema_input(node_id, name)
+        return list(spec.options) if hasattr(spec, "options") else list(spec[0])
 
     @staticmethod
     def call(function, *args, **kwargs):

@@ -3,11 +3,20 @@
     finextract audit --comfyui ~/ComfyUI --base sd15.safetensors --lora mine.safetensors \\
         --train ./my_training_images --caption "a photo of sks dog" --out audit/ --max-aesr 0.0
 
-or many models from a CSV manifest (columns ``name, base, finetuned, lora, train, caption``;
-``lora`` may list several ``file[:strength]`` separated by ``;``). It runs the pack's own nodes
+or many models from a CSV manifest (columns ``name, base, finetuned, lora, train, caption`` and,
+for a base that is a diffusion model only, ``clip, clip_type, vae``; ``lora`` may list several
+``file[:strength]`` and ``clip`` several files, separated by ``;``). It runs the pack's own nodes
 (DualModelLoader → ModelGuidanceSampler → SSCDCluster → ExtractionMetrics) through ComfyUI as a
 library, writes ``<out>/<name>/`` (report JSON + image) per model and ``<out>/summary.csv`` +
 ``summary.md``, and exits 1 when a model's A-ESR@τ exceeds ``--max-aesr``.
+
+A base in ComfyUI's split layout (a diffusion model only, as BFL's ``flux1-dev.safetensors``)
+takes its text encoders and VAE from files of their own, loaded by ComfyUI's own loader nodes::
+
+    finextract audit ... --base flux1-dev.safetensors --lora mine.safetensors \
+        --clip t5xxl_fp16.safetensors,clip_l.safetensors --clip-type flux --vae ae.safetensors
+
+(:mod:`.encoders`); FLUX.1's prompts get FluxGuidance at ``--flux-guidance`` (default 3.5).
 
 Across machines: ``--shard i/n`` (0-based) generates only the images ``shard_indices(N, i, n)``
 of every model and saves them to ``<out>/<name>/shards/``; ``--merge`` then reads all shards
@@ -73,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--finetuned", type=pathlib.Path, help="fine-tuned checkpoint file (DreamBooth)")
     what.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
                       help="LoRA file of the fine-tune (repeatable, up to 3)")
+    what.add_argument("--clip", metavar="FILE[,FILE2[,FILE3]]",
+                      help="text-encoder file(s) of a base that is a diffusion model only, as ComfyUI's "
+                           "CLIPLoader / DualCLIPLoader / TripleCLIPLoader loads them (FLUX.1: "
+                           "t5xxl_fp16.safetensors,clip_l.safetensors)")
+    what.add_argument("--clip-type", metavar="TYPE",
+                      help="ComfyUI's type of the --clip files, as in its CLIPLoader / DualCLIPLoader "
+                           "(flux, sd3, sdxl, stable_diffusion, ...); three files are sd3")
+    what.add_argument("--vae", type=pathlib.Path,
+                      help="VAE file of a base that is a diffusion model only (FLUX.1: ae.safetensors), "
+                           "or one to use in place of a checkpoint's own")
     what.add_argument("--train", type=pathlib.Path, help="folder of the training images")
     what.add_argument("--caption", default="", help="training caption ('' if unknown)")
     gen = p.add_argument_group("generation (paper defaults)")
@@ -86,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--w", type=float, help="guidance scale w' (default 3.0 full fine-tune, 5.0 LoRA)")
     gen.add_argument("--k", type=float, default=-0.02, help="correction k (Eq. 13)")
     gen.add_argument("--batch-size", type=int, default=4)
+    gen.add_argument("--flux-guidance", type=float, default=3.5, metavar="G",
+                     help="FLUX.1 [dev]: the distilled guidance value (ComfyUI's FluxGuidance) on the caption "
+                          "and on the empty prompt, the value the creator samples with (default 3.5, as "
+                          "ComfyUI's); other families ignore it")
     dist = p.add_argument_group("distribution")
     dist.add_argument("--shard", metavar="I/N", help="generate only shard I of N (0-based), save, stop")
     dist.add_argument("--merge", action="store_true", help="cluster and score the union of saved shards")
@@ -126,6 +149,7 @@ def main(argv: list[str]) -> int:
 
         return run_on_ray(args, specs)
     pipeline = AuditPipeline(args)  # imports ComfyUI: only once the arguments are sound
+    pipeline.check_models(specs)  # ComfyUI's own names (text-encoder types), before any model loads
     results = []
     try:
         for number, spec in enumerate(specs, 1):

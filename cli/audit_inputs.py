@@ -14,13 +14,14 @@ import importlib.util
 import pathlib
 
 from .. import host
-from ..modelfiles import LORA_SLOTS, model_file_problem
+from ..modelfiles import CHECKPOINT, LORA, LORA_SLOTS, OTHER, TEXT_ENCODER_FILE, VAE, kind_of, model_file_problem
 from . import UsageError
 from .demo import writable_problem
+from .encoders import CLIP_LOADERS, FIX_CLIP, FIX_VAE
 from .pipeline import ModelSpec
 from .shards import parse_shard
 
-MANIFEST_COLUMNS = ("name", "base", "finetuned", "lora", "train", "caption")
+MANIFEST_COLUMNS = ("name", "base", "finetuned", "lora", "train", "caption", "clip", "clip_type", "vae")
 REQUIRED_COLUMNS = ("name", "base", "train")
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -50,7 +51,63 @@ def parse_lora(text: str) -> tuple[pathlib.Path, float]:
 def _label(row: str, field: str) -> str:
     """How a message names a field: ``--field`` for a model given by flags, else the manifest
     row's column."""
-    return f"{row} {field}" if row else f"--{field}"
+    return f"{row} {field}" if row else "--" + field.replace("_", "-")
+
+
+FIELD_KINDS = {"base": (CHECKPOINT, OTHER), "finetuned": (CHECKPOINT, OTHER), "clip": (TEXT_ENCODER_FILE,),
+               "vae": (VAE,)}
+"""What each model file may hold (:func:`..modelfiles.file_kind`): a base or full fine-tune is a
+checkpoint or a diffusion model alone (any other file goes to the pair loader as one, which
+refuses what ComfyUI recognises no diffusion model in)."""
+KIND_FIELDS = {LORA: "lora", CHECKPOINT: "base", TEXT_ENCODER_FILE: "clip", VAE: "vae", OTHER: "base"}
+HOLDS = {LORA: "a LoRA", CHECKPOINT: "a checkpoint (a diffusion model with its text encoders and VAE)",
+         TEXT_ENCODER_FILE: "a text encoder", VAE: "a VAE",
+         OTHER: "none of the text encoders or VAEs ComfyUI's loaders read (CLIP's text_model.encoder.layers.N, "
+                "OpenCLIP's transformer.resblocks.N, T5's encoder.block.N, an AutoencoderKL's decoder.conv_in): "
+                "a diffusion model?"}
+WANTED = {"base": "a base model", "finetuned": "a fine-tuned model", "clip": "a text encoder", "vae": "a VAE"}
+
+
+def _kind_problems(spec: ModelSpec, label, unreadable: set) -> list[str]:
+    """Files that hold something else than their field needs, each named with what it holds and
+    where it goes; a diffusion-model-only base without text-encoder or VAE files. ``unreadable``:
+    the files that cannot be read (said already)."""
+    problems, kinds = [], {}
+    for field, path in spec.files():
+        if field == "lora" or path in unreadable:
+            continue  # LoRAs: the pair loader counts what applies and names the family it fits
+        found = kind_of(path)
+        kinds[field] = found and found[0]
+        if found is not None and found[0] not in FIELD_KINDS[field]:
+            kind, example = found
+            problems.append(f"{label(field)} {path}: holds {HOLDS[kind]} (e.g. {example}), not "
+                            f"{WANTED[field]}; {'a diffusion model goes' if kind == OTHER else 'give it'} "
+                            f"as {label(KIND_FIELDS[kind])}")
+    if kinds.get("base") == OTHER:
+        needed = ([f"its text encoders with {FIX_CLIP}"] if not spec.clip else []) + (
+            [f"its VAE with {FIX_VAE}"] if not spec.vae else [])
+        if needed:
+            problems.append(f"{label('base')} {spec.base}: a diffusion model only (no tensor under a "
+                            f"checkpoint's model.diffusion_model., as BFL's flux1-dev.safetensors and ComfyUI's "
+                            f"diffusion_models files), whose text encoders and VAE are files of their own: give "
+                            f"{' and '.join(needed)}")
+    return problems
+
+
+def _clip_problems(spec: ModelSpec, label) -> list[str]:
+    """The number of text-encoder files and their type given with them (the type's name is
+    checked against ComfyUI's own list once it is imported: :mod:`.encoders`)."""
+    if not spec.clip:
+        return [f"{label('clip_type')} {spec.clip_type}: only with {label('clip')}, the text-encoder files "
+                f"it names the type of"] if spec.clip_type else []
+    if len(spec.clip) > len(CLIP_LOADERS):
+        return [f"{label('clip')}: {len(spec.clip)} files; ComfyUI's loaders take 1 to {len(CLIP_LOADERS)} "
+                f"text encoders (three: TripleCLIPLoader, SD3.5's clip_l, clip_g and t5xxl)"]
+    if len(spec.clip) < 3 and not spec.clip_type:
+        return [f"{label('clip_type')}: missing; ComfyUI's {CLIP_LOADERS[len(spec.clip)]} needs the type of "
+                f"its file(s): flux (FLUX.1's t5xxl + clip_l), sd3 (SD3.5's), sdxl, stable_diffusion (SD1.x's "
+                f"clip_l) …"]
+    return []
 
 
 def _model_problems(spec: ModelSpec, row: str, checked_folders: dict) -> tuple[list[str], int | None]:
@@ -68,9 +125,9 @@ def _model_problems(spec: ModelSpec, row: str, checked_folders: dict) -> tuple[l
                         f"checkpoint) or {lora} (LoRAs), {'not both' if spec.loras else 'not neither'}")
     if len(spec.loras) > LORA_SLOTS:
         problems.append(f"{label('lora')}: {len(spec.loras)} LoRAs, at most {LORA_SLOTS} combine in one fine-tune")
-    files = [(label("base"), spec.base)] + ([(label("finetuned"), spec.finetuned)] if spec.finetuned else [])
-    files += [(label("lora"), path) for path, _ in spec.loras]
-    problems += [p for what, path in files if (p := model_file_problem(path, what)) is not None]
+    unreadable = [(path, p) for field, path in spec.files() if (p := model_file_problem(path, label(field)))]
+    problems += [p for _, p in unreadable]
+    problems += _kind_problems(spec, label, {path for path, _ in unreadable}) + _clip_problems(spec, label)
     if spec.train.resolve() in checked_folders:  # several models of one training set: decode it once
         return problems, checked_folders[spec.train.resolve()]
     try:
@@ -129,10 +186,12 @@ def _read_manifest(path: pathlib.Path, problems: list[str]) -> list[tuple[ModelS
         if missing:
             problems.append(f"{label(missing[0])}: empty; give the {' and '.join(missing)} of every model")
             continue
-        finetuned = (row.get("finetuned") or "").strip()
+        finetuned, vae = ((row.get(c) or "").strip() for c in ("finetuned", "vae"))
+        clip = tuple(root / x.strip() for x in (row.get("clip") or "").split(";") if x.strip())
         specs.append((ModelSpec(name=name, base=root / row["base"].strip(), train=root / row["train"].strip(),
                                 caption=row.get("caption") or "", finetuned=root / finetuned if finetuned else None,
-                                loras=loras), where))
+                                loras=loras, clip=clip, clip_type=(row.get("clip_type") or "").strip() or None,
+                                vae=root / vae if vae else None), where))
     return specs
 
 
@@ -149,7 +208,9 @@ def _single_model(args, problems: list[str]) -> list[tuple[ModelSpec, str]]:
             problems.append(f"--lora {text}: {exc}")
     if args.base is None or args.train is None:
         return []
-    spec = ModelSpec(args.name, args.base, args.train, args.caption, args.finetuned, loras)
+    clip = tuple(pathlib.Path(x.strip()) for x in (args.clip or "").split(",") if x.strip())
+    spec = ModelSpec(args.name, args.base, args.train, args.caption, args.finetuned, loras, clip=clip,
+                     clip_type=args.clip_type, vae=args.vae)
     return [(spec, "")]
 
 
@@ -216,7 +277,8 @@ def check(args) -> list[ModelSpec]:
                             "then run once with --merge")
     problems += _ray_problems(args)
     if args.manifest is not None:
-        given = [f"--{f}" for f in ("base", "train", "finetuned") if getattr(args, f) is not None]
+        given = [f"--{f.replace('_', '-')}" for f in ("base", "train", "finetuned", "clip", "clip_type", "vae")
+                 if getattr(args, f) is not None]
         given += ["--lora"] if args.lora else []
         if given:
             problems.append(f"--manifest with {', '.join(given)}: give the models either in the manifest "

@@ -14,8 +14,9 @@ from PIL import Image
 
 from ..clustering import image_files, image_problems
 from ..host import HostError, Library
-from . import UsageError, progress
-from .resume import GenerationStore
+from ..modelfiles import CHECKPOINT, kind_of
+from . import UsageError, encoders, progress
+from .resume import GenerationStore, differences
 from .shards import (contiguous_runs, generation_indices, load_generation, run_identity, save_generation, shard_path,
                      shard_run)
 
@@ -28,10 +29,23 @@ class ModelSpec:
     caption: str
     finetuned: pathlib.Path | None = None
     loras: list[tuple[pathlib.Path, float]] = field(default_factory=list)
+    clip: tuple[pathlib.Path, ...] = ()
+    """Text-encoder files, for a base without its own (a diffusion model only): :mod:`.encoders`."""
+    clip_type: str | None = None
+    """ComfyUI's type of the text-encoder files (its CLIPLoader's / DualCLIPLoader's ``type``)."""
+    vae: pathlib.Path | None = None
+    """A VAE file: for a base without its own, or in place of a checkpoint's."""
     n0: int | None = None
     """How many training images: counted by :func:`.audit_inputs.check`, whose decode of every
     one is the only one before ExtractionMetrics reads them to score (a ``--ray`` shard step, the
     driver and the merge take the count from here instead of decoding the folder again)."""
+
+    def files(self) -> list[tuple[str, pathlib.Path]]:
+        """(field, path) of every model file the audit reads: what is checked before any work, on
+        every ``--ray`` worker, and made absolute for them."""
+        return ([("base", self.base)] + ([("finetuned", self.finetuned)] if self.finetuned else [])
+                + [("lora", path) for path, _ in self.loras] + [("clip", path) for path in self.clip]
+                + ([("vae", self.vae)] if self.vae else []))
 
     def training_images(self) -> list[pathlib.Path]:
         """The training images (N0 is their count), each decoded once to be sure it is one;
@@ -61,43 +75,68 @@ class AuditPipeline:
         self.comfy = Library(args.comfyui, cpu=args.cpu, output_dir=args.out)
         self.comfy.folder_paths.set_temp_directory(str(args.out / ".comfy-temp"))
         self.check_choices()
-        from ..nodes.pair import ResidentBase, load_pair  # the loader node's own code (needs ComfyUI)
+        from ..nodes.pair import DIFFUSION_MODEL_LABEL, ResidentBase, load_pair  # the loader node's code (needs ComfyUI)
 
-        self.pair_loader, self.base = load_pair, ResidentBase()
+        self.pair_loader, self.base, self.diffusion_model_label = load_pair, ResidentBase(), DIFFUSION_MODEL_LABEL
         """The base checkpoint stays loaded across models: a manifest's LoRAs of one base (and a
         ``--ray`` worker's) read, hash and build it once."""
         self.loaded = None
-        """(files, pair) of the last model loaded: a worker of ``--ray`` takes several shards of one
-        model in turn and loads its files once (a single-machine run loads each model once anyway)."""
+        """(files, pair, encoders) of the last model loaded: a worker of ``--ray`` takes several
+        shards of one model in turn and loads its files once (a single-machine run loads each model
+        once anyway)."""
 
     def check_choices(self) -> None:
-        """``--sampler`` and ``--scheduler`` among the sampler node's options: ComfyUI's own lists,
-        known once it is imported, checked before any model loads (a node run as a library skips
-        the validation ComfyUI gives a prompt)."""
-        inputs = {i.id: i for i in self.comfy.nodes["FineXtractModelGuidanceSampler"].GET_SCHEMA().inputs}
+        """``--sampler`` and ``--scheduler`` among the sampler node's options, ``--flux-guidance``
+        within FluxGuidance's range: ComfyUI's own lists and bounds, known once it is imported,
+        checked before any model loads (a node run as a library skips the validation ComfyUI
+        gives a prompt)."""
+        options = self.comfy.options
         problems = [f"--{flag} {value}: ComfyUI has no {flag} of that name; choose one of "
-                    f"{', '.join(inputs[key].options)}"
+                    f"{', '.join(options('FineXtractModelGuidanceSampler', key))}"
                     for flag, key, value in (("sampler", "sampler_name", self.args.sampler),
                                              ("scheduler", "scheduler", self.args.scheduler))
-                    if value not in inputs[key].options]
+                    if value not in options("FineXtractModelGuidanceSampler", key)]
+        guidance = self.comfy.schema_input("FluxGuidance", "guidance")
+        if not guidance.min <= self.args.flux_guidance <= guidance.max:
+            problems.append(f"--flux-guidance {self.args.flux_guidance:g}: ComfyUI's FluxGuidance takes "
+                            f"{guidance.min:g} to {guidance.max:g} (FLUX.1 [dev] samples at 3.5)")
         if problems:
             raise UsageError("\n".join(problems))
 
-    def load_pair(self, spec: ModelSpec):
-        """The Dual Model Loader's pair (:func:`..nodes.pair.load_pair`) of the spec's files, on
-        the base kept loaded when the model before had the same base file; its refusals
-        (families, same file, a LoRA that does not fit) become a :class:`UsageError` naming the
-        model. The pair of the model loaded last is reused; another model's replaces it (dropped
-        first: one pair in memory at a time)."""
-        files = (spec.base, spec.finetuned, tuple(spec.loras))
+    def check_models(self, specs: list[ModelSpec]) -> None:
+        """Every model's text-encoder type among those ComfyUI's loader of its files takes
+        (:func:`.encoders.clip_type_problem`), all at once, before any model loads."""
+        problems = [f"{spec.name}: {problem}" for spec in specs if spec.clip
+                    and (problem := encoders.clip_type_problem(self.comfy, len(spec.clip), spec.clip_type))]
+        if problems:
+            raise UsageError("\n".join(problems))
+
+    def model_name(self, path: pathlib.Path) -> str:
+        """The name the pair loader picks a base or full fine-tune by: a checkpoint (or a pickled
+        file) from ComfyUI's checkpoints folder, any other file as a diffusion model only
+        (``diffusion_models/<name>``), as ComfyUI's Load Checkpoint and Load Diffusion Model
+        tell the two layouts apart by folder."""
+        kind = kind_of(path)
+        if kind is None or kind[0] == CHECKPOINT:
+            return self.comfy.register_file("checkpoints", path)
+        return self.diffusion_model_label + self.comfy.register_file("diffusion_models", path)
+
+    def load(self, spec: ModelSpec):
+        """(pair, encoders) of the spec: the Dual Model Loader's pair
+        (:func:`..nodes.pair.load_pair`) of its files, on the base kept loaded when the model
+        before had the same base file, and its text encoders and VAE (:func:`.encoders.load`);
+        the loader's refusals (families, same file, a LoRA that does not fit) become a
+        :class:`UsageError` naming the model. The model loaded last is reused; another model
+        replaces it (dropped first: one pair in memory at a time)."""
+        files = (spec.base, spec.finetuned, tuple(spec.loras), spec.clip, spec.clip_type, spec.vae)
         if self.loaded is not None and self.loaded[0] == files:
-            return self.loaded[1]
+            return self.loaded[1:]
         self.loaded = None
         register = self.comfy.register_file
         try:
             loras = [(register("loras", path), strength) for path, strength in spec.loras]
-            finetuned = register("checkpoints", spec.finetuned) if spec.finetuned else None
-            base = register("checkpoints", spec.base)
+            finetuned = self.model_name(spec.finetuned) if spec.finetuned else None
+            base = self.model_name(spec.base)
         except HostError as exc:  # a name ComfyUI would resolve to another file
             raise UsageError(f"{spec.name}: {exc}") from exc
         loads = self.base.loads
@@ -106,8 +145,10 @@ class AuditPipeline:
         except ValueError as exc:  # the loader's refusals are plain ValueErrors (nodes/pair.py says why)
             raise UsageError(f"{spec.name}: {exc}") from exc
         print(f"  base {spec.base.name}: {'loaded' if self.base.loads > loads else 'kept loaded'}", file=sys.stderr)
-        self.loaded = (files, pair)
-        return pair
+        loaded = encoders.load(self.comfy, spec, pair, self.args.flux_guidance)
+        print(f"  {loaded.describe()}", file=sys.stderr)
+        self.loaded = (files, pair, loaded)
+        return pair, loaded
 
     def sampler_settings(self, spec: ModelSpec) -> dict:
         """The sampler node's inputs that decide the images (besides models and conditioning)."""
@@ -115,20 +156,20 @@ class AuditPipeline:
         return dict(seed=a.seed, steps=a.steps, sampler_name=a.sampler, scheduler=a.scheduler, width=a.size,
                     height=a.size, method=a.method, w=a.w if a.w is not None else (5.0 if spec.loras else 3.0), k=a.k)
 
-    def identity(self, spec: ModelSpec, pair, n: int) -> dict:
+    def identity(self, spec: ModelSpec, pair, coders: encoders.Encoders, n: int) -> dict:
         """The run's identity (:func:`.shards.run_identity`): what saved chunks and shards are checked against."""
         a = self.args
         record = self.comfy.nodes["FineXtractModelGuidanceSampler"].record(
             pair.base, pair.finetuned, start=0, count=n, batch_size=a.batch_size, **self.sampler_settings(spec))
-        return run_identity(record, n, spec.caption)
+        return run_identity(record, n, spec.caption, coders.record)
 
-    def generate(self, spec: ModelSpec, pair, n: int, indices: list[int]):
+    def generate(self, spec: ModelSpec, pair, coders: encoders.Encoders, n: int, indices: list[int]):
         """Latents of images ``indices`` of the run, the run's identity, and how many images this
         call made. Every chunk of ``--batch-size`` images is saved as it is made (:mod:`.resume`);
         chunks a stopped run saved are loaded instead of made again."""
-        base, finetuned, clip, base_clip = pair.base, pair.finetuned, pair.clip, pair.base_clip
+        base, finetuned = pair.base, pair.finetuned
         a, settings = self.args, self.sampler_settings(spec)
-        store = GenerationStore(a.out / spec.name / "generation", self.identity(spec, pair, n))
+        store = GenerationStore(a.out / spec.name / "generation", self.identity(spec, pair, coders, n))
         if a.restart and (discarded := store.discard()):
             print(f"  --restart: discarded {discarded} saved chunk(s) in {store.folder}", file=sys.stderr)
         kept = store.load(indices)
@@ -136,8 +177,7 @@ class AuditPipeline:
         if kept:
             print(f"  resuming: {len(kept)} of {len(indices)} images kept in {store.folder}; "
                   f"generating the other {len(missing)}", file=sys.stderr)
-        positive = clip.encode_from_tokens_scheduled(clip.tokenize(spec.caption))
-        negative = base_clip.encode_from_tokens_scheduled(base_clip.tokenize(""))
+        positive, negative = coders.prompts(self.comfy, spec.caption)
         bar = progress.bar(f"  generating {len(indices)} images ({len(kept)} resumed)", len(indices),
                            initial=len(kept), scale=a.steps)
         try:
@@ -177,7 +217,7 @@ class AuditPipeline:
         out = a.out / spec.name
         n0 = spec.n0
         n = a.n or 50 * n0
-        pair = self.load_pair(spec)
+        pair, coders = self.load(spec)
         out.mkdir(parents=True, exist_ok=True)
         print(f"  {pair.report}".replace("\n", "\n  "), file=sys.stderr)
         if a.merge:
@@ -185,16 +225,20 @@ class AuditPipeline:
                 latents, run = load_generation(out)
             except ValueError as exc:  # shards of other runs, missing or duplicated, not shards
                 raise UsageError(f"{spec.name}: --merge: {exc}") from exc
+            if run != (now := self.identity(spec, pair, coders, n)):  # the report must name what ran
+                raise UsageError(f"{spec.name}: --merge: the shards in {out / 'shards'} were made by another run "
+                                 f"than this command ({differences(run, now)}): merge with the arguments and "
+                                 f"files they were made with")
         else:
-            if a.shard and shard_run(path := shard_path(out, a.shard)) == self.identity(spec, pair, n):
+            if a.shard and shard_run(path := shard_path(out, a.shard)) == self.identity(spec, pair, coders, n):
                 print(f"  {path} saved by an earlier run of this command: kept", file=sys.stderr)
                 return {"name": spec.name, "shard": a.shard, "made": 0, "kept": True}
-            latents, run, made = self.generate(spec, pair, n, generation_indices(n, a.shard))
+            latents, run, made = self.generate(spec, pair, coders, n, generation_indices(n, a.shard))
             if a.shard:
                 path = save_generation(out, latents, run, a.shard)
                 print(f"  saved {path}", file=sys.stderr)
                 return {"name": spec.name, "shard": a.shard, "made": made, "kept": False}
-        return self.score(spec, pair.vae, {"samples": latents, "finextract": run}, n0, n)
+        return self.score(spec, coders.vae, {"samples": latents, "finextract": run}, n0, n)
 
     def score(self, spec: ModelSpec, vae, latent: dict, n0: int, n: int) -> dict:
         """SSCDCluster on the N latents, then ExtractionMetrics against the training folder

@@ -65,9 +65,7 @@ def worker_name() -> str:
 
 def missing_inputs(spec: ModelSpec) -> list[str]:
     """What a step of ``spec`` reads that is not here: model files and the training folder."""
-    files = [("base", spec.base)] + ([("finetuned", spec.finetuned)] if spec.finetuned else [])
-    files += [("lora", path) for path, _ in spec.loras]
-    problems = [p for what, path in files if (p := model_file_problem(path, f"{spec.name} {what}")) is not None]
+    problems = [p for what, path in spec.files() if (p := model_file_problem(path, f"{spec.name} {what}")) is not None]
     if not spec.train.is_dir():
         problems.append(f"{spec.name} train {spec.train}: no such folder")
     return problems
@@ -153,7 +151,9 @@ def absolute(args, specs: list[ModelSpec]):
     args.out, args.comfyui = args.out.absolute(), args.comfyui.absolute()
     specs = [dataclasses.replace(s, base=s.base.absolute(), train=s.train.absolute(),
                                  finetuned=s.finetuned.absolute() if s.finetuned else None,
-                                 loras=[(p.absolute(), w) for p, w in s.loras]) for s in specs]
+                                 loras=[(p.absolute(), w) for p, w in s.loras],
+                                 clip=tuple(p.absolute() for p in s.clip), vae=s.vae.absolute() if s.vae else None)
+             for s in specs]
     return args, specs
 
 

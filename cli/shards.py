@@ -114,11 +114,16 @@ RUN_KEYS_NOT_IDENTITY = ("start", "count", "batch_size")
 """Generation-record fields that differ between shards of one run."""
 
 
-def run_identity(record: dict, n: int, caption: str) -> dict:
+def run_identity(record: dict, n: int, caption: str, conditioning: dict | None = None) -> dict:
     """What makes saved images parts of one run: N, the caption (the sampler's record holds the
-    files, hashes and settings but not the text behind the conditioning) and the generation
-    record minus the range and batching of the call that made them."""
-    return {"n": n, "caption": caption, **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
+    files, hashes and settings but not the text behind the conditioning), the generation record
+    minus the range and batching of the call that made them, and, where the model has them, the
+    text-encoder and VAE files given beside a diffusion-model-only base and FLUX.1's guidance
+    value (``conditioning``: :mod:`.encoders`' record; the key is left out when empty, so a
+    checkpoint's run keeps the identity it had before these existed)."""
+    extra = {"conditioning": conditioning} if conditioning else {}
+    return {"n": n, "caption": caption, **extra,
+            **{k: v for k, v in record.items() if k not in RUN_KEYS_NOT_IDENTITY}}
 
 
 def generation_indices(n: int, shard: tuple[int, int] | None) -> list[int]:

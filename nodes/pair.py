@@ -56,10 +56,10 @@ import comfy.utils
 import comfy.weight_adapter
 import folder_paths
 
-from ..modelfiles import (COMPONENTS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors, as_matrix,
-                          compare_files, component_norms, describe, file_identity, file_record, lora_delta, lora_family,
-                          low_rank_change, model_file_problem, read_header, squared_norm, text_encoder_tensors,
-                          with_diffusers_aliases)
+from ..modelfiles import (COMPONENTS, LORA_KEY_ENDINGS, MIN_APPLIED_FRACTION, TEXT_ENCODER, UNET, applied_tensors,
+                          as_matrix, compare_files, component_norms, describe, file_identity, file_record, lora_delta,
+                          lora_family, low_rank_change, model_file_problem, read_header, squared_norm,
+                          text_encoder_tensors, with_diffusers_aliases)
 
 FAMILIES = {"SD15": "SD1.x", "SD20": "SD2.x", "SDXL": "SDXL", "SD3": "SD3", "Flux": "FLUX", "MiniPixel": "miniature"}
 """The model families this pack handles: ComfyUI's name of each (its ``supported_models`` class,
@@ -196,8 +196,7 @@ def _unet_prefix(sd: dict) -> str:
 
 def _not_a_diffusion_model(sd: dict) -> str:
     """What a file ComfyUI finds no diffusion model in may be instead."""
-    lora = next((k for k in sorted(sd) if k.endswith((".lora_down.weight", ".lora_A.weight", "_lora.down.weight",
-                                                       ".hada_w1_a", ".lokr_w1"))), None)
+    lora = next((k for k in sorted(sd) if k.endswith(LORA_KEY_ENDINGS)), None)
     if lora is not None:
         return (f"It holds LoRA tensors (e.g. {lora}): put it in ComfyUI/models/loras and pick it in a "
                 f"lora slot.")

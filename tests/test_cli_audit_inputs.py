@@ -243,3 +243,97 @@ def test_a_truncated_file_is_caught_from_its_header_alone(tmp_path):
     header = struct.pack("<Q", 2) + b"{}"
     path.write_bytes(header)
     assert check_safetensors(path) == {}
+
+
+@pytest.fixture
+def split(files):
+    """``files`` plus the split layout's parts, each with a real layout's tensor names (tiny
+    tensors): a FLUX diffusion model alone (BFL's bare keys), a CLIP-L, a T5 and a VAE file."""
+    parts = {"unet": {"double_blocks.0.img_attn.qkv.weight": torch.ones(6, 2), "img_in.weight": torch.ones(2, 2)},
+             "clip_l": {"text_model.encoder.layers.0.mlp.fc1.weight": torch.ones(2, 2)},
+             "t5xxl": {"encoder.block.0.layer.0.SelfAttention.k.weight": torch.ones(2, 2)},
+             "ae": {"decoder.conv_in.weight": torch.ones(2, 2, 1, 1), "encoder.conv_in.weight": torch.ones(2, 2, 1, 1)}}
+    for name, tensors in parts.items():
+        save_file(tensors, str(files / f"{name}.safetensors"))
+    return files
+
+
+def test_a_split_base_needs_its_text_encoders_and_vae(split, capsys):
+    """A diffusion model alone (BFL's flux1-dev.safetensors) has neither: said before any work,
+    with what to pass; each missing one named, the given one not."""
+    unet = split / "unet.safetensors"
+    assert audit(split, "--base", str(unet)) == 2
+    err = refusal(capsys)
+    assert f"--base {unet}: a diffusion model only" in err
+    assert "give its text encoders with --clip FILE[,FILE2[,FILE3]] --clip-type TYPE" in err
+    assert "t5xxl_fp16.safetensors,clip_l.safetensors with type flux" in err
+    assert "and its VAE with --vae FILE" in err and "ae.safetensors" in err
+    assert audit(split, "--base", str(unet), "--clip", f"{split / 't5xxl.safetensors'},{split / 'clip_l.safetensors'}",
+                 "--clip-type", "flux") == 2
+    err = refusal(capsys)
+    assert "give its VAE with --vae FILE" in err and "its text encoders" not in err
+    args = build_parser().parse_args([
+        "--comfyui", str(split / "ComfyUI"), "--base", str(unet), "--lora", str(split / "lora.safetensors"),
+        "--train", str(split / "train"), "--out", str(split / "out"),
+        "--clip", f"{split / 't5xxl.safetensors'}, {split / 'clip_l.safetensors'}", "--clip-type", "flux",
+        "--vae", str(split / "ae.safetensors")])
+    (spec,) = check(args)
+    assert spec.clip == (split / "t5xxl.safetensors", split / "clip_l.safetensors")
+    assert (spec.clip_type, spec.vae) == ("flux", split / "ae.safetensors")
+
+
+def test_a_file_that_is_not_what_its_flag_takes_is_named(split, capsys):
+    """Each file's header says what it holds: a VAE or a LoRA given as a text encoder, a text
+    encoder as the VAE, a LoRA as the base; each named with what it holds and its flag."""
+    assert audit(split, "--base", str(split / "lora.safetensors"),
+                 "--clip", f"{split / 'ae.safetensors'},{split / 'lora.safetensors'},{split / 'base.safetensors'}",
+                 "--vae", str(split / "clip_l.safetensors")) == 2
+    err = refusal(capsys)
+    assert f"--base {split / 'lora.safetensors'}: holds a LoRA (e.g. lora_unet_x.lora_down.weight), not a base " \
+           "model; give it as --lora" in err
+    assert f"--clip {split / 'ae.safetensors'}: holds a VAE (e.g. decoder.conv_in.weight), not a text encoder; " \
+           "give it as --vae" in err
+    assert f"--clip {split / 'lora.safetensors'}: holds a LoRA" in err
+    assert f"--clip {split / 'base.safetensors'}: holds a checkpoint (a diffusion model with its text encoders " \
+           "and VAE) (e.g. model.diffusion_model.w), not a text encoder; give it as --base" in err
+    assert f"--vae {split / 'clip_l.safetensors'}: holds a text encoder (e.g. text_model.encoder.layers.0.mlp." \
+           "fc1.weight), not a VAE; give it as --clip" in err
+    assert "--clip-type: missing; ComfyUI's TripleCLIPLoader" not in err  # three files: SD3's, no type
+    assert audit(split, "--clip", str(split / "unet.safetensors"), "--clip-type", "flux") == 2
+    assert f"--clip {split / 'unet.safetensors'}: holds none of the text encoders or VAEs ComfyUI's loaders " \
+           "read" in refusal(capsys)
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (["--clip-type", "flux"], "--clip-type flux: only with --clip"),
+    (["--clip", "C"], "--clip-type: missing; ComfyUI's CLIPLoader needs the type of its file(s): flux"),
+    (["--clip", "C,C"], "--clip-type: missing; ComfyUI's DualCLIPLoader needs the type"),
+    (["--clip", "C,C,C,C", "--clip-type", "sd3"], "--clip: 4 files; ComfyUI's loaders take 1 to 3 text encoders"),
+    (["--clip", "/nope.safetensors", "--clip-type", "flux"], "--clip /nope.safetensors: no such file"),
+    (["--vae", "/nope.safetensors"], "--vae /nope.safetensors: no such file"),
+])
+def test_each_bad_text_encoder_argument_alone(split, capsys, bad, expected):
+    bad = [a.replace("C", str(split / "clip_l.safetensors")) if a.startswith("C") else a for a in bad]
+    assert audit(split, *bad) == 2
+    assert expected in refusal(capsys)
+    assert not (split / "out").exists()
+
+
+def test_manifest_columns_give_each_model_its_text_encoders_and_vae(split, capsys):
+    """``clip`` lists its files by ``;`` (as ``lora``), relative to the manifest like every path;
+    the flags are for a model given by flags, refused beside a manifest."""
+    (split / "m.csv").write_text(
+        "name,base,lora,train,clip,clip_type,vae\n"
+        "flux,unet.safetensors,lora.safetensors,train,t5xxl.safetensors;clip_l.safetensors,flux,ae.safetensors\n"
+        "sd15,base.safetensors,lora.safetensors,train,,,ae.safetensors\n")
+    args = ["--comfyui", str(split / "ComfyUI"), "--manifest", str(split / "m.csv"), "--out", str(split / "o")]
+    flux, sd15 = check(build_parser().parse_args(args))
+    assert flux.clip == (split / "t5xxl.safetensors", split / "clip_l.safetensors") and flux.clip_type == "flux"
+    assert flux.vae == sd15.vae == split / "ae.safetensors" and sd15.clip == () and sd15.clip_type is None
+    (split / "m.csv").write_text("name,base,lora,train,clip\nflux,unet.safetensors,lora.safetensors,train,ae.safetensors\n")
+    assert main(["audit", *args, "--clip", "x", "--vae", "y"]) == 2
+    err = refusal(capsys)
+    assert "--manifest with --clip, --vae: give the models either in the manifest or by flags" in err
+    assert "--manifest m.csv line 2 (flux) clip " + str(split / "ae.safetensors") + ": holds a VAE" in err
+    assert "--manifest m.csv line 2 (flux) base " + str(split / "unet.safetensors") + ": a diffusion model only" in err
+    assert "--manifest m.csv line 2 (flux) clip_type: missing" in err
