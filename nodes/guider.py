@@ -49,7 +49,9 @@ def method_inputs() -> list:
 
 
 W_TOOLTIP = ("w': guidance scale (paper default 3.0 for a full fine-tune; 5.0 is the paper's "
-             "default for LoRA fine-tunes of SD1.x/SDXL; 3.0 for FLUX.1-dev LoRAs, paper App. H)")
+             "default for LoRA fine-tunes of SD1.x/SDXL; 3.0 for FLUX.1-dev LoRAs, paper App. H). "
+             "The paper tunes it per model (Table 3): the bundled miniature model wants 2.0 "
+             "(measured; 5.0 loses to the direct baseline there, README)")
 K_TOOLTIP = "k: correction on the base model's unconditional noise (Eq. 13; paper default -0.02)"
 METHOD_TOOLTIP = ("finextract: model guidance, fine-tuned model on the caption vs the base model on "
                   "the empty prompt (Eq. 13); cfg: classifier-free guidance on the fine-tuned model "
