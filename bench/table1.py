@@ -125,8 +125,8 @@ class Unit:
                  "ddim_steps": cfg["ddim_steps"], "k": cfg["k"], "descriptor": cfg["descriptor"],
                  "stop_rules": {k: r.to_dict() for k, r in STOP_RULES.items()}}
         if self.regime != "control":
-            ident.update(recipe=regime.RECIPE, lr=regime.LR, w=regime.W_FINEXTRACT[self.kind],
-                         cfg_scale=regime.CFG_SCALE[self.kind], finetune_seed=cfg["finetune_seed"],
+            ident.update(recipe=regime.RECIPE, lr=regime.LR, w=cfg["w"][self.kind],
+                         cfg_scale=cfg["cfg_scale"][self.kind], finetune_seed=cfg["finetune_seed"],
                          **({"lora": regime.LORA} if self.kind == "lora" else {}),
                          **({"inversion_steps": cfg["inversion_steps"]} if self.kind == "two-stage" else {}))
         if self.extras(cfg):
@@ -171,7 +171,7 @@ def run_unit(base, descriptor, unit: Unit, cfg: dict) -> dict:
                              inversion_steps=cfg["inversion_steps"])
     out["finetune_seconds"] = round(time.monotonic() - t, 1)
     _log(f"{label}: fine-tune of {unit.steps(cfg)} steps done in {out['finetune_seconds']} s")
-    w_fx, w_cfg = regime.W_FINEXTRACT[unit.kind], regime.CFG_SCALE[unit.kind]
+    w_fx, w_cfg = cfg["w"][unit.kind], cfg["cfg_scale"][unit.kind]
     fx_desc = None
     for seed in unit.seeds(cfg):
         runs = {"direct": run(model, "direct", 1.0, 0.0, seed, f"{label} s{seed} direct")[0],
@@ -191,7 +191,7 @@ def run_unit(base, descriptor, unit: Unit, cfg: dict) -> dict:
 def _extras(base, model, unit: Unit, cfg: dict, images, caption, train_desc, fx_desc, fx_run, run) -> dict:
     """Table 4, Fig. 6 and fast vs faithful clustering on the first seed of a partial full fine-tune."""
     n0, seed, k = len(images), cfg["seeds"][0], cfg["k"]
-    w = regime.W_FINEXTRACT[unit.kind]
+    w = cfg["w"][unit.kind]
     only = {m: fx_run[m] for m in METRICS}
     faithful = _clustered(train_desc, fx_desc, n0, mode="faithful", time_cap=cfg["faithful_cap"])
     out = {"fast_vs_faithful": {"fast": only, "faithful": {m: faithful[m] for m in METRICS}},
